@@ -1,0 +1,1 @@
+"""Accounts: the user (email login), their memory settings, and what remains after erasure."""

@@ -1,0 +1,209 @@
+"""The LLM gateway: the only module that talks to the model endpoint (any OpenAI-compatible API).
+
+Everything else calls these functions and handles `LLMError`. Timeouts are seconds, not the
+SDK's 600 s default; every call sets `max_tokens`; non-streamed calls retry with backoff
+(the SDK honours `Retry-After`), streamed calls never retry, since tokens already shown
+cannot be taken back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import openai
+from django.conf import settings
+
+
+class LLMError(Exception):
+    """The model endpoint failed; `message` is safe to show to the person."""
+
+    message = "The assistant is unavailable right now. Please try again."
+
+    def __init__(self, detail: str = "", *, message: str | None = None) -> None:
+        super().__init__(detail or self.message)
+        if message:
+            self.message = message
+
+
+class LLMUnavailable(LLMError):
+    message = "The assistant could not be reached. Please try again in a moment."
+
+
+class LLMTimeout(LLMError):
+    message = "The assistant took too long to answer. Please try again."
+
+
+class LLMRateLimited(LLMError):
+    message = "The assistant is busy (rate limited). Please try again shortly."
+
+
+class LLMBadResponse(LLMError):
+    message = "The assistant sent a reply that could not be read. Please try again."
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """One piece of a streamed reply: text, or (last) the usage the endpoint reported."""
+
+    text: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+
+
+def _timeout(read: float | None = None) -> openai.Timeout:
+    return openai.Timeout(
+        read or settings.LLM_READ_TIMEOUT,
+        connect=settings.LLM_CONNECT_TIMEOUT,
+    )
+
+
+def _base_url() -> str:
+    if not settings.LLM_BASE_URL:
+        raise LLMUnavailable("LLM_BASE_URL is not set (make run starts a local model)")
+    return str(settings.LLM_BASE_URL)
+
+
+def sync_client(*, timeout: float | None = None, max_retries: int | None = None) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=_base_url(),
+        api_key=settings.LLM_API_KEY,
+        timeout=_timeout(timeout),
+        max_retries=settings.LLM_MAX_RETRIES if max_retries is None else max_retries,
+    )
+
+
+# One async client per event loop: its connection pool belongs to the loop that opened it.
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def async_client() -> openai.AsyncOpenAI:
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None or str(client.base_url).rstrip("/") != _base_url().rstrip("/"):
+        client = openai.AsyncOpenAI(
+            base_url=_base_url(),
+            api_key=settings.LLM_API_KEY,
+            timeout=_timeout(),
+            max_retries=settings.LLM_MAX_RETRIES,
+        )
+        _async_clients[loop] = client
+    return client
+
+
+def _translate(exc: Exception) -> LLMError:
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMTimeout(str(exc))
+    if isinstance(exc, openai.RateLimitError):
+        return LLMRateLimited(str(exc))
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMUnavailable(str(exc))
+    if isinstance(exc, openai.APIStatusError):
+        return LLMError(f"{exc.status_code}: {exc.message}")
+    if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError | ValueError):
+        return LLMBadResponse(str(exc))
+    return LLMError(f"{type(exc).__name__}: {exc}")
+
+
+def list_models(*, timeout: float = 5.0) -> list[str]:
+    """The model ids the endpoint serves (used by the health check)."""
+    try:
+        page = sync_client(timeout=timeout, max_retries=0).models.list()
+        return [model.id for model in page.data]
+    except Exception as exc:
+        raise _translate(exc) from exc
+
+
+def complete(
+    messages: list[dict[str, str]],
+    *,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float = 0.2,
+    json_schema: dict[str, Any] | None = None,
+) -> str:
+    """One non-streamed completion (background work), retried with backoff by the SDK.
+
+    With `json_schema`, asks for a JSON object (`response_format` `json_object`, with the
+    schema for servers such as llama.cpp that constrain output by it) and returns the text;
+    the caller parses and validates it.
+    """
+    kwargs: dict[str, Any] = {}
+    if json_schema is not None:
+        kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
+    try:
+        response = sync_client().chat.completions.create(
+            model=model or settings.LLM_BACKGROUND_MODEL,
+            messages=cast(Any, messages),
+            max_tokens=max_tokens or settings.LLM_MAX_TOKENS,
+            temperature=temperature,
+            **kwargs,
+        )
+        if not response.choices:
+            raise LLMBadResponse("no choices in the reply")
+        return response.choices[0].message.content or ""
+    except Exception as exc:
+        raise _translate(exc) from exc
+
+
+async def stream_chat(
+    messages: list[dict[str, str]],
+    *,
+    model: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float = 0.7,
+) -> AsyncIterator[StreamDelta]:
+    """Stream a chat reply. Closing the iterator closes the upstream HTTP stream."""
+    client = async_client()
+    try:
+        stream = await client.with_options(max_retries=0).chat.completions.create(
+            model=model or settings.LLM_CHAT_MODEL,
+            messages=cast(Any, messages),
+            max_tokens=max_tokens or settings.LLM_MAX_TOKENS,
+            temperature=temperature,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    except Exception as exc:
+        raise _translate(exc) from exc
+    finished = False
+    try:
+        async for chunk in stream:
+            usage = (
+                Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                if chunk.usage
+                else None
+            )
+            if not chunk.choices:
+                if usage:
+                    yield StreamDelta(usage=usage)
+                continue
+            choice = chunk.choices[0]
+            if choice.finish_reason:
+                finished = True
+            text = choice.delta.content or "" if choice.delta else ""
+            if text or usage or choice.finish_reason:
+                yield StreamDelta(text=text, usage=usage, finish_reason=choice.finish_reason)
+    except Exception as exc:
+        raise _translate(exc) from exc
+    finally:
+        await stream.close()
+    if not finished:
+        # The stream ended without a finish reason: the connection was cut mid-reply.
+        raise LLMUnavailable(
+            "the reply stream ended early", message="The reply was cut off. Please retry."
+        )

@@ -1,0 +1,1 @@
+"""Memory: what Mnemo knows about each person, how it learns and recalls it."""

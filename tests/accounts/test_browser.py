@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from accounts.models import User
+from tests.conftest import screenshot
+from tests.factories import PASSWORD
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_visitor_signs_up_logs_out_and_logs_back_in(page: Any) -> None:
+    page.goto("/")
+    expect(page).to_have_url(r"/accounts/login/")
+    screenshot(page, "login")
+    page.get_by_role("link", name="Sign up").first.click()
+    expect(page).to_have_url(r"/accounts/signup/")
+
+    page.locator("#id_email").fill("grace@example.com")
+    page.locator("#id_password1").fill(PASSWORD)
+    page.locator("#id_password2").fill(PASSWORD)
+    screenshot(page, "signup")
+    page.get_by_role("button", name="Sign Up").click()
+
+    expect(page).to_have_url(r"/chat/")
+    expect(page.get_by_role("navigation", name="Main")).to_contain_text("What I know about you")
+    assert User.objects.filter(email="grace@example.com").exists()
+    screenshot(page, "after-signup")
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(r"/accounts/login/")
+
+    page.locator("#id_login").fill("grace@example.com")
+    page.locator("#id_password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    expect(page).to_have_url(r"/chat/")
+
+
+def test_the_login_page_works_at_phone_width(page: Any) -> None:
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.goto("/accounts/login/")
+    button = page.get_by_role("button", name="Sign In")
+    expect(button).to_be_visible()
+    box = button.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+    screenshot(page, "login-phone")
