@@ -9,10 +9,12 @@ from config import stack
 
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    # A deployment has none of the test session's switches (browser tests set one).
+    base = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=stack.BASE_DIR,
-        env={**os.environ, **env},
+        env={**base, **env},
         capture_output=True,
         text=True,
         timeout=120,
