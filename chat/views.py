@@ -1,12 +1,226 @@
-"""Chat pages."""
+"""Chat pages (htmx) and the streamed reply (SSE from an async view)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect, retarget
+from django_htmx.middleware import HtmxDetails
+
+from chat import selectors, services
+from chat.models import Conversation, Message
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _error(request: HttpRequest, exc: services.ChatError) -> HttpResponse:
+    response = render(
+        request, "chat/conversation.html#composer-error", {"error": exc.message}, status=exc.status
+    )
+    return retarget(response, "#composer-error")
+
+
+def _conversation_or_404(request: HttpRequest, conversation_id: int) -> Conversation:
+    try:
+        return selectors.conversation_for(user=request.user, conversation_id=conversation_id)
+    except Conversation.DoesNotExist:
+        raise Http404("No such conversation.") from None
 
 
 @login_required
+@require_GET
 def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "chat/index.html")
+    return render(
+        request,
+        "chat/conversation.html",
+        {"conversations": selectors.conversation_list(user=request.user), "conversation": None},
+    )
+
+
+@login_required
+@require_POST
+def new_conversation(request: HtmxHttpRequest) -> HttpResponse:
+    conversation = services.start_conversation(
+        user=request.user, incognito=request.POST.get("incognito") in ("on", "true", "1")
+    )
+    url = reverse("chat:conversation", args=[conversation.pk])
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
+@login_required
+@require_GET
+def conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    current = _conversation_or_404(request, conversation_id)
+    return render(
+        request,
+        "chat/conversation.html",
+        {
+            "conversations": selectors.conversation_list(user=request.user),
+            "conversation": current,
+            "chat_messages": selectors.message_list(user=request.user, conversation_id=current.pk),
+        },
+    )
+
+
+@login_required
+@require_GET
+def conversation_list(request: HttpRequest) -> HttpResponse:
+    current = request.GET.get("current", "")
+    conversations = selectors.conversation_list(user=request.user)
+    return render(
+        request,
+        "chat/conversation.html#conversation-list",
+        {
+            "conversations": conversations,
+            # The open conversation, whose title the fragment also refreshes (out of band).
+            "conversation": conversations.filter(pk=current).first() if current.isdigit() else None,
+        },
+    )
+
+
+@login_required
+@require_POST
+def send(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    try:
+        user_message, reply = services.send_message(
+            user=request.user,
+            conversation_id=conversation_id,
+            content=request.POST.get("content", ""),
+        )
+    except Conversation.DoesNotExist:
+        raise Http404("No such conversation.") from None
+    except services.ChatError as exc:
+        return _error(request, exc)
+    response = render(request, "chat/conversation.html#turn", {"turn": [user_message, reply]})
+    response["HX-Trigger"] = "conversations-changed"
+    return response
+
+
+@login_required
+@require_POST
+def retry(request: HttpRequest, message_id: int) -> HttpResponse:
+    try:
+        reply = services.retry_reply(user=request.user, message_id=message_id)
+    except Message.DoesNotExist:
+        raise Http404("No such message.") from None
+    except services.ChatError as exc:
+        return _error(request, exc)
+    return render(request, "chat/conversation.html#message", {"message": reply})
+
+
+@login_required
+@require_POST
+def stop(request: HttpRequest, message_id: int) -> HttpResponse:
+    try:
+        services.request_stop(user=request.user, message_id=message_id)
+    except Message.DoesNotExist:
+        raise Http404("No such message.") from None
+    return HttpResponse(status=204)
+
+
+@login_required
+@require_POST
+def rename(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    try:
+        current = services.rename_conversation(
+            user=request.user, conversation_id=conversation_id, title=request.POST.get("title", "")
+        )
+    except Conversation.DoesNotExist:
+        raise Http404("No such conversation.") from None
+    except services.ChatError as exc:
+        return _error(request, exc)
+    response = render(request, "chat/conversation.html#title", {"conversation": current})
+    response["HX-Trigger"] = "conversations-changed"
+    return response
+
+
+@login_required
+@require_POST
+def delete(request: HtmxHttpRequest, conversation_id: int) -> HttpResponse:
+    try:
+        services.delete_conversation(user=request.user, conversation_id=conversation_id)
+    except Conversation.DoesNotExist:
+        raise Http404("No such conversation.") from None
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("chat:index"))
+    return redirect("chat:index")
+
+
+# --- Streaming ---
+
+
+def sse(event: str, data: dict[str, Any]) -> str:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n"
+
+
+async def reply_stream_events(
+    *, user: Any, message_id: int, render_html: bool
+) -> AsyncIterator[str]:
+    """SSE lines for a reply: `token` events, then `done` with the final message."""
+    # Sent at once so proxies and the browser see the stream open before the first token.
+    yield ": stream open\n\n"
+    async for event in services.stream_reply(user=user, message_id=message_id):
+        if event.kind == "token":
+            yield sse("token", {"text": event.text})
+        elif event.message is not None:
+            message = event.message
+            data: dict[str, Any] = {
+                "id": message.pk,
+                "status": message.status,
+                "content": message.content,
+                "error": message.error,
+            }
+            if render_html:
+                data["html"] = await sync_to_async(render_to_string)(
+                    "chat/conversation.html#message", {"message": message}
+                )
+            yield sse("done", data)
+
+
+def streaming_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
+
+
+async def stream(request: HttpRequest, message_id: int) -> HttpResponseBase:
+    """POST: generate a pending reply and stream it as server-sent events."""
+    if request.method != "POST":
+        return JsonResponse({"detail": "Use POST."}, status=405)
+    user = await request.auser()
+    if not user.is_authenticated:
+        return JsonResponse({"detail": "Sign in first."}, status=403)
+    exists = await Message.objects.for_user(user).filter(pk=message_id).aexists()
+    if not exists:
+        return JsonResponse({"detail": "No such message."}, status=404)
+    pending = await (
+        Message.objects.for_user(user)
+        .filter(pk=message_id, status=Message.Status.PENDING)
+        .aexists()
+    )
+    if not pending:
+        return JsonResponse({"detail": "This reply is not waiting to be generated."}, status=409)
+    return streaming_response(
+        reply_stream_events(user=user, message_id=message_id, render_html=True)
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -166,7 +166,7 @@ async def stream_chat(
     model: str | None = None,
     max_tokens: int | None = None,
     temperature: float = 0.7,
-) -> AsyncIterator[StreamDelta]:
+) -> AsyncGenerator[StreamDelta]:
     """Stream a chat reply. Closing the iterator closes the upstream HTTP stream."""
     client = async_client()
     try:
@@ -207,3 +207,49 @@ async def stream_chat(
         raise LLMUnavailable(
             "the reply stream ended early", message="The reply was cut off. Please retry."
         )
+
+
+def count_tokens(text: str) -> int:
+    """Estimate the tokens of `text` for budgeting, offline and in microseconds.
+
+    BPE tokenizers of current chat models average about four characters, or three quarters
+    of a word, per token for English; taking the larger of the two estimates keeps budgets
+    safe for code and for languages with long words. Exact counts, when the endpoint reports
+    them, are stored on each message.
+    """
+    if not text:
+        return 0
+    return max(len(text) // 4, round(len(text.split()) * 4 / 3), 1)
+
+
+def _embedding_client() -> openai.OpenAI:
+    # Embeddings may come from another server than the chat model (EMBEDDING_BASE_URL).
+    if not settings.EMBEDDING_BASE_URL:
+        raise LLMUnavailable("EMBEDDING_BASE_URL is not set (embeddings then run in-process)")
+    return openai.OpenAI(
+        base_url=str(settings.EMBEDDING_BASE_URL),
+        api_key=settings.EMBEDDING_API_KEY,
+        timeout=_timeout(),
+        max_retries=settings.LLM_MAX_RETRIES,
+    )
+
+
+def embed_texts(texts: list[str], *, model: str, dimensions: int | None) -> list[list[float]]:
+    """Embed `texts` with the embedding endpoint: one vector per text, in order."""
+    kwargs: dict[str, Any] = {}
+    if dimensions is not None:
+        kwargs["dimensions"] = dimensions
+    try:
+        response = _embedding_client().embeddings.create(
+            model=model,
+            input=texts,
+            # Plain JSON floats: every OpenAI-compatible server speaks them; not all do base64.
+            encoding_format="float",
+            **kwargs,
+        )
+        if len(response.data) != len(texts):
+            raise LLMBadResponse(f"{len(response.data)} embeddings for {len(texts)} texts")
+        # The API numbers each vector by its input's index; order is not promised.
+        return [list(item.embedding) for item in sorted(response.data, key=lambda d: d.index)]
+    except Exception as exc:
+        raise _translate(exc) from exc

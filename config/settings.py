@@ -102,10 +102,14 @@ DATABASES = {
         default=f"postgresql://postgres@/{stack.DATABASE_NAME}?host={DATA_DIR / 'pg'}",
     )
 }
-# Persistent connections, checked before reuse: a restarted database costs one failed
-# health check, not a 500.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Under ASGI each request's sync code may run on a new thread, so per-thread persistent
+# connections would pile up; a psycopg pool per process bounds them instead (Django's advice).
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": env.int("DATABASE_POOL_MIN", default=1),
+    "max_size": env.int("DATABASE_POOL_MAX", default=10),
+    "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+}
 # No ATOMIC_REQUESTS: an LLM call must never run inside a database transaction.
 
 # --- Redis: cache, rate limits, Celery broker ---
@@ -157,6 +161,32 @@ LLM_CONNECT_TIMEOUT = env.float("LLM_CONNECT_TIMEOUT", default=5.0)
 LLM_READ_TIMEOUT = env.float("LLM_READ_TIMEOUT", default=60.0)
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
 LLM_MAX_TOKENS = env.int("LLM_MAX_TOKENS", default=512)
+
+# --- Embeddings ---
+
+# Unset, all-MiniLM-L6-v2 (int8 ONNX) runs in-process; set, an OpenAI-compatible endpoint.
+EMBEDDING_BASE_URL = env.str("EMBEDDING_BASE_URL", default="")
+EMBEDDING_API_KEY = env.str("EMBEDDING_API_KEY", default=LLM_API_KEY)
+EMBEDDING_MODEL = env.str("EMBEDDING_MODEL", default="all-MiniLM-L6-v2")
+EMBEDDING_DIMENSIONS = env.int("EMBEDDING_DIMENSIONS", default=384)
+EMBEDDING_MODEL_PATH = env.str("EMBEDDING_MODEL_PATH", default="")
+EMBEDDING_THREADS = env.int("EMBEDDING_THREADS", default=1)
+
+# --- Chat ---
+
+CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=8000)
+# Messages a person may send per minute, and tokens (prompt + reply) per day; 0 = no limit.
+CHAT_RATE_LIMIT_PER_MINUTE = env.int("CHAT_RATE_LIMIT_PER_MINUTE", default=20)
+CHAT_DAILY_TOKEN_BUDGET = env.int("CHAT_DAILY_TOKEN_BUDGET", default=200_000)
+# How much of the conversation so far goes into each prompt (estimated tokens).
+CHAT_HISTORY_TOKEN_BUDGET = env.int("CHAT_HISTORY_TOKEN_BUDGET", default=1500)
+CHAT_SYSTEM_PROMPT = env.str(
+    "CHAT_SYSTEM_PROMPT",
+    default=(
+        "You are Mnemo, a helpful, friendly assistant. Answer clearly and concisely. "
+        "Use what you know about the person when it helps, and never make facts up."
+    ),
+)
 
 # --- Accounts (django-allauth) ---
 
@@ -232,6 +262,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Mnemo API",

@@ -160,8 +160,13 @@ class AsgiServer:
         return self
 
     def stop(self) -> None:
+        from django.db import connection
+
         self.server.should_exit = True
         self.thread.join(10)
+        # The server's threads borrowed pooled connections; give them back before the test
+        # database is flushed or dropped.
+        connection.close_pool()  # type: ignore[attr-defined]  # PostgreSQL backend
 
 
 @pytest.fixture

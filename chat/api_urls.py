@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from chat import api
+
+urlpatterns = [
+    path("conversations/", api.ConversationListApi.as_view(), name="api-conversations"),
+    path(
+        "conversations/<int:conversation_id>/",
+        api.ConversationDetailApi.as_view(),
+        name="api-conversation",
+    ),
+    path(
+        "conversations/<int:conversation_id>/messages/",
+        api.MessageListApi.as_view(),
+        name="api-messages",
+    ),
+    path(
+        "conversations/<int:conversation_id>/messages/stream",
+        api.MessageStreamApi.as_view(),
+        name="api-messages-stream",
+    ),
+]
