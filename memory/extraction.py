@@ -1,0 +1,425 @@
+"""Extraction: learn durable facts from what a person said, and reconcile them with memory.
+
+Reads only the person's own message. One LLM call proposes candidate facts as JSON; the
+deterministic guards drop secrets, instructions to the assistant and anything not grounded
+in the message; each survivor is compared with the person's most similar memories and
+either confirms one (duplicate), replaces one (a changed fact, history kept), or is added.
+Only candidates that similarity cannot settle go to one more LLM call for all of them.
+Idempotent: the run's unique key (the source message) makes a second run a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+
+from config import llm
+from memory import embeddings, guards, services
+from memory.models import ExtractionRun, Memory, MemoryEvent
+
+logger = logging.getLogger(__name__)
+
+KIND_IMPORTANCE = {
+    Memory.Kind.PROFILE: 0.8,
+    Memory.Kind.PREFERENCE: 0.7,
+    Memory.Kind.TASK: 0.6,
+    Memory.Kind.FACT: 0.5,
+}
+
+EXTRACT_SYSTEM = """You extract durable facts about a person from their own message.
+Reply with JSON: {"facts": [{"kind": "...", "content": "..."}]}.
+kind is one of:
+- profile: name, job or role, where they live, timezone, language
+- preference: what they like or dislike, how they want answers
+- fact: things about their life, people, pets, events and decisions
+- task: an ongoing project and its state
+Write each fact in the first person, with the person's own words ("I live in Berlin").
+Only facts the person states about themselves or their life. Nothing from questions,
+greetings or requests. Never passwords, keys or card numbers.
+If there is nothing durable, reply {"facts": []}."""
+
+EXTRACT_EXAMPLE_IN = "Hi! I'm Ana, I work as a nurse in Porto. Can you suggest a book?"
+EXTRACT_EXAMPLE_OUT = json.dumps(
+    {
+        "facts": [
+            {"kind": "profile", "content": "My name is Ana"},
+            {"kind": "profile", "content": "I work as a nurse"},
+            {"kind": "profile", "content": "I live in Porto"},
+        ]
+    }
+)
+
+EXTRACT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "facts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "kind": {"type": "string", "enum": list(Memory.Kind.values)},
+                    "content": {"type": "string"},
+                },
+                "required": ["kind", "content"],
+            },
+        }
+    },
+    "required": ["facts"],
+}
+
+DECIDE_SYSTEM = """You keep a person's memory correct. For each new statement, compare it with
+the existing memories listed under it and choose one action:
+- "add": it is new information
+- "update": it changes one existing memory (give its id); the new statement replaces it
+- "delete": it says one existing memory is no longer true (give its id)
+- "none": it repeats what an existing memory says
+Reply with JSON:
+{"decisions": [{"statement": <number>, "action": "...", "memory_id": <id or null>}]}."""
+
+DECIDE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "decisions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "statement": {"type": "integer"},
+                    "action": {"type": "string", "enum": ["add", "update", "delete", "none"]},
+                    "memory_id": {"type": ["integer", "null"]},
+                },
+                "required": ["statement", "action"],
+            },
+        }
+    },
+    "required": ["decisions"],
+}
+
+# Facts that fill one slot: a new value replaces the old one without asking the model.
+_SLOTS = [
+    ("name", r"^(?:my name is|i am called|i'm called|call me|people call me)\b"),
+    (
+        "residence",
+        r"^(?:i (?:live|reside|am based|'m based) in|i (?:have )?(?:moved|relocated) to"
+        r"|i(?: am|'m) living in)\b",
+    ),
+    (
+        "employer",
+        r"^(?:i work (?:at|for)|i(?: am|'m) (?:employed|working) (?:at|by|for)"
+        r"|i (?:have )?joined)\b",
+    ),
+    ("role", r"^(?:i work as|my job is|my role is|i(?: am|'m) working as)\b"),
+    ("timezone", r"^(?:my time ?zone is|i(?: am|'m) in the [\w/ +-]+ time ?zone)\b"),
+    ("language", r"^(?:my (?:native |first )?language is|i speak)\b"),
+]
+_FAVORITE_RE = re.compile(r"^my favou?rite ([a-z ]+?) (?:is|are)\b", re.IGNORECASE)
+
+
+def slot_of(content: str) -> str | None:
+    text = content.lower().strip()
+    for name, pattern in _SLOTS:
+        if re.match(pattern, text):
+            return name
+    favorite = _FAVORITE_RE.match(text)
+    if favorite:
+        return "favorite:" + favorite.group(1).strip()
+    return None
+
+
+@dataclass
+class Candidate:
+    kind: str
+    content: str
+    embedding: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    candidates: int = 0
+    added: list[int] = field(default_factory=list)
+    updated: list[int] = field(default_factory=list)
+    deleted: list[int] = field(default_factory=list)
+    unchanged: list[int] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    llm_calls: int = 0
+
+
+def _parse_json(text: str) -> dict[str, Any]:
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        raise llm.LLMBadResponse("no JSON object in the reply")
+    try:
+        value = json.loads(text[start : end + 1])
+    except json.JSONDecodeError as exc:
+        raise llm.LLMBadResponse(f"invalid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise llm.LLMBadResponse("the JSON is not an object")
+    return value
+
+
+def propose(text: str) -> list[Candidate]:
+    """Ask the background model for candidate facts in the person's message."""
+    reply = llm.complete(
+        [
+            {"role": "system", "content": EXTRACT_SYSTEM},
+            {"role": "user", "content": EXTRACT_EXAMPLE_IN},
+            {"role": "assistant", "content": EXTRACT_EXAMPLE_OUT},
+            {"role": "user", "content": text[:4000]},
+        ],
+        json_schema=EXTRACT_SCHEMA,
+        temperature=0.0,
+        max_tokens=400,
+    )
+    facts = _parse_json(reply).get("facts")
+    candidates = []
+    for fact in facts if isinstance(facts, list) else []:
+        if not isinstance(fact, dict) or not isinstance(fact.get("content"), str):
+            continue
+        kind = fact.get("kind") if fact.get("kind") in Memory.Kind.values else Memory.Kind.FACT
+        candidates.append(Candidate(kind=str(kind), content=fact["content"]))
+    return candidates
+
+
+def screen(candidates: list[Candidate], source: str, outcome: Outcome) -> list[Candidate]:
+    """Apply the guards; rejected candidates are counted with the reason, never stored."""
+    kept: list[Candidate] = []
+    seen: set[str] = set()
+    source_has_secret = guards.contains_secret(source)
+    for candidate in candidates:
+        content = guards.to_first_person(candidate.content)
+        reason = None
+        if not content or len(content) > settings.MEMORY_MAX_CHARS:
+            reason = "empty or too long"
+        elif guards.contains_secret(content):
+            reason = "secret"
+        elif guards.is_instruction(content):
+            reason = "instruction"
+        elif not guards.is_grounded(content, source):
+            reason = "not grounded"
+        elif source_has_secret and _shares_digits_or_tokens(content, source):
+            reason = "secret"
+        elif content.lower() in seen:
+            reason = "repeated"
+        if reason:
+            outcome.rejected.append((reason, content))
+            continue
+        seen.add(content.lower())
+        kept.append(Candidate(kind=candidate.kind, content=content))
+    return kept
+
+
+def _shares_digits_or_tokens(content: str, source: str) -> bool:
+    # When the message holds a secret, a candidate quoting any long token of it is refused.
+    long_tokens = {t for t in re.findall(r"\S{8,}", source) if guards.contains_secret(t)}
+    return any(token in content for token in long_tokens)
+
+
+def _neighbours(user: Any, vector: list[float], limit: int = 3) -> list[tuple[Memory, float]]:
+    from pgvector.django import CosineDistance
+
+    rows = (
+        Memory.objects.for_user(user)
+        .live()
+        .annotate(distance=CosineDistance("embedding", vector))
+        .order_by("distance")[:limit]
+    )
+    return [(memory, 1 - float(memory.distance)) for memory in rows]
+
+
+@dataclass
+class Plan:
+    action: str  # add | update | delete | none
+    candidate: Candidate
+    memory: Memory | None = None
+
+
+def reconcile(user: Any, candidates: list[Candidate], outcome: Outcome) -> list[Plan]:
+    """Decide, for each candidate, what to do with the person's memory."""
+    duplicate = settings.MEMORY_DUPLICATE_SIMILARITY
+    new = settings.MEMORY_NEW_SIMILARITY
+    plans: list[Plan] = []
+    undecided: list[tuple[Candidate, list[tuple[Memory, float]]]] = []
+    for candidate in candidates:
+        neighbours = _neighbours(user, candidate.embedding)
+        best, similarity = neighbours[0] if neighbours else (None, 0.0)
+        slot = slot_of(candidate.content)
+        same_slot = next((m for m, _ in neighbours if slot and slot_of(m.content) == slot), None)
+        if best is not None and similarity >= duplicate:
+            plans.append(Plan("none", candidate, best))
+        elif same_slot is not None:
+            plans.append(Plan("update", candidate, same_slot))
+        elif best is None or similarity < new:
+            plans.append(Plan("add", candidate))
+        else:
+            undecided.append((candidate, neighbours))
+    if undecided:
+        plans += _ask_model(undecided, outcome)
+    return plans
+
+
+def _ask_model(
+    undecided: list[tuple[Candidate, list[tuple[Memory, float]]]], outcome: Outcome
+) -> list[Plan]:
+    lines = []
+    for number, (candidate, neighbours) in enumerate(undecided, start=1):
+        lines.append(f"Statement {number}: {candidate.content}")
+        lines += [f"  existing memory id={m.pk}: {m.content}" for m, _ in neighbours]
+    outcome.llm_calls += 1
+    try:
+        reply = llm.complete(
+            [
+                {"role": "system", "content": DECIDE_SYSTEM},
+                {"role": "user", "content": "\n".join(lines)},
+            ],
+            json_schema=DECIDE_SCHEMA,
+            temperature=0.0,
+            max_tokens=300,
+        )
+        decisions = _parse_json(reply).get("decisions") or []
+    except llm.LLMBadResponse:
+        decisions = []
+    by_statement: dict[int, dict[str, Any]] = {}
+    for decision in decisions if isinstance(decisions, list) else []:
+        if isinstance(decision, dict) and isinstance(decision.get("statement"), int):
+            by_statement.setdefault(decision["statement"], decision)
+    plans = []
+    for number, (candidate, neighbours) in enumerate(undecided, start=1):
+        decision = by_statement.get(number, {})
+        action = decision.get("action")
+        # The model may only touch the memories it was shown for this statement.
+        target = next((m for m, _ in neighbours if m.pk == decision.get("memory_id")), None)
+        if action in ("update", "delete") and target is not None:
+            plans.append(Plan(action, candidate, target))
+        elif action == "none":
+            plans.append(Plan("none", candidate, neighbours[0][0]))
+        else:
+            # No usable decision: adding is the safe default (nothing is lost or overwritten).
+            plans.append(Plan("add", candidate))
+    return plans
+
+
+def extract(
+    *,
+    user: Any,
+    text: str,
+    source_message_id: int,
+    source_conversation_id: int | None = None,
+) -> ExtractionRun | None:
+    """Learn from one message of the person; returns the run, or None if nothing was done.
+
+    Safe to run twice: a message already extracted is skipped. LLM errors propagate (the
+    task retries); everything is written in one transaction that first locks the person, so
+    an account erased meanwhile gets nothing back.
+    """
+    if ExtractionRun.objects.filter(source_message_id=source_message_id).exists():
+        return None
+    outcome = Outcome()
+    if not user.memory_enabled:
+        return _record(user, source_message_id, ExtractionRun.Status.SKIPPED, outcome, [])
+    outcome.llm_calls += 1
+    proposed = propose(text)
+    outcome.candidates = len(proposed)
+    candidates = screen(proposed, text, outcome)
+    vectors = embeddings.embed([c.content for c in candidates]) if candidates else []
+    for candidate, vector in zip(candidates, vectors, strict=True):
+        candidate.embedding = vector
+    plans = reconcile(user, candidates, outcome)
+    return _record(
+        user,
+        source_message_id,
+        ExtractionRun.Status.DONE,
+        outcome,
+        plans,
+        source_conversation_id=source_conversation_id,
+        excerpt=text,
+    )
+
+
+def _record(
+    user: Any,
+    source_message_id: int,
+    status: str,
+    outcome: Outcome,
+    plans: list[Plan],
+    *,
+    source_conversation_id: int | None = None,
+    excerpt: str = "",
+) -> ExtractionRun | None:
+    try:
+        with transaction.atomic():
+            # Lock the person: an erasure in flight either waits for us (and then deletes
+            # what we wrote) or has already removed them (and we write nothing).
+            if not get_user_model().objects.select_for_update().filter(pk=user.pk).exists():
+                return None
+            run = ExtractionRun.objects.create(
+                user_id=user.pk, source_message_id=source_message_id, status=status
+            )
+            for plan in plans:
+                _apply(user, plan, outcome, source_message_id, source_conversation_id, excerpt)
+            run.candidates = outcome.candidates
+            run.added = len(outcome.added)
+            run.updated = len(outcome.updated)
+            run.deleted = len(outcome.deleted)
+            run.unchanged = len(outcome.unchanged)
+            run.rejected = len(outcome.rejected)
+            run.llm_calls = outcome.llm_calls
+            run.save()
+    except IntegrityError:
+        # Another delivery of the same task finished first: its result stands.
+        return None
+    if outcome.rejected:
+        logger.info("extraction of message %s rejected %s", source_message_id, outcome.rejected)
+    return run
+
+
+def _apply(
+    user: Any,
+    plan: Plan,
+    outcome: Outcome,
+    source_message_id: int,
+    source_conversation_id: int | None,
+    excerpt: str,
+) -> None:
+    candidate = plan.candidate
+    actor = MemoryEvent.Actor.EXTRACTOR
+    if plan.action == "none" and plan.memory is not None:
+        services.confirm(user=user, memory_id=plan.memory.pk)
+        outcome.unchanged.append(plan.memory.pk)
+    elif plan.action == "update" and plan.memory is not None:
+        memory = services.update_memory(
+            user=user,
+            memory_id=plan.memory.pk,
+            content=candidate.content,
+            actor=actor,
+            source_message_id=source_message_id,
+            embedding=candidate.embedding,
+        )
+        outcome.updated.append(memory.pk)
+    elif plan.action == "delete" and plan.memory is not None:
+        services.forget(
+            user=user, memory_id=plan.memory.pk, actor=actor, source_message_id=source_message_id
+        )
+        outcome.deleted.append(plan.memory.pk)
+    else:
+        memory = services.remember(
+            user=user,
+            content=candidate.content,
+            kind=candidate.kind,
+            importance=KIND_IMPORTANCE.get(Memory.Kind(candidate.kind), 0.5),
+            actor=actor,
+            source_message_id=source_message_id,
+            source_conversation_id=source_conversation_id,
+            source_excerpt=excerpt,
+            embedding=candidate.embedding,
+        )
+        outcome.added.append(memory.pk)

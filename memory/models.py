@@ -1,0 +1,176 @@
+"""What Mnemo knows about each person: memories, their history, summaries, extraction runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+from django.utils import timezone
+from pgvector.django import VectorField
+
+EMBEDDING_DIMENSIONS = settings.EMBEDDING_DIMENSIONS
+
+
+class MemoryQuerySet(models.QuerySet["Memory"]):
+    def for_user(self, user: Any) -> MemoryQuerySet:
+        return self.filter(user=user)
+
+    def live(self) -> MemoryQuerySet:
+        """Not expired: what recall, the page and the prompt may show."""
+        return self.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=Now()))
+
+
+class Memory(models.Model):
+    class Kind(models.TextChoices):
+        PROFILE = "profile", "Profile"
+        PREFERENCE = "preference", "Preference"
+        FACT = "fact", "Fact"
+        TASK = "task", "Task"
+
+    # Profile and preference memories are always in the prompt; facts and tasks only when
+    # relevant to the message.
+    ALWAYS_ON = (Kind.PROFILE, Kind.PREFERENCE)
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memories"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FACT)
+    # Written in the first person ("I live in Berlin"): it reads naturally on the memory page
+    # and retrieves better against the person's own questions.
+    content = models.TextField()
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    search = models.GeneratedField(
+        expression=SearchVector("content", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+    importance = models.FloatField(default=0.5)
+    pinned = models.BooleanField(default=False)
+    # Provenance. Plain ids, not foreign keys: memory does not depend on the chat app, and a
+    # memory outlives the conversation it was learned in unless the person deletes it.
+    source_message_id = models.BigIntegerField(null=True, blank=True)
+    source_conversation_id = models.BigIntegerField(null=True, blank=True)
+    # The person's own words the memory was grounded in (shown as "where it came from").
+    source_excerpt = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    # Said again: a duplicate statement confirms a memory instead of adding a copy.
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    confirmations = models.PositiveIntegerField(default=0)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    objects = MemoryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["kind", "-updated_at"]
+        indexes = [
+            # Recall scans one person's live rows exactly (see README: an exact per-user scan
+            # beats a global ANN index filtered afterwards, which loses most results).
+            models.Index(fields=["user", "kind"], name="memory_user_kind"),
+            models.Index(fields=["expires_at"], name="memory_expires", condition=Q(pinned=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.content[:60]}"
+
+
+class MemoryEvent(models.Model):
+    """One change to a memory, by whom, with the old and new text: the memory's history."""
+
+    class Action(models.TextChoices):
+        ADDED = "added"
+        UPDATED = "updated"
+        DELETED = "deleted"
+        EXPIRED = "expired"
+        PINNED = "pinned"
+        UNPINNED = "unpinned"
+
+    class Actor(models.TextChoices):
+        EXTRACTOR = "extractor"
+        USER = "user"
+        ADMIN = "admin"
+        RETENTION = "retention"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memory_events"
+    )
+    memory = models.ForeignKey(
+        Memory, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+    )
+    # Kept when the memory itself is gone, so a deletion still belongs to its history.
+    memory_ref = models.BigIntegerField(db_index=True)
+    kind = models.CharField(max_length=16, choices=Memory.Kind.choices)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    actor = models.CharField(max_length=16, choices=Actor.choices)
+    old_content = models.TextField(blank=True)
+    new_content = models.TextField(blank=True)
+    source_message_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="memoryevent_user_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor}: {self.new_content or self.old_content}"[:80]
+
+
+class ExtractionRun(models.Model):
+    """The one extraction of one message: its unique key makes a redelivered task a no-op."""
+
+    class Status(models.TextChoices):
+        DONE = "done"
+        SKIPPED = "skipped"
+        FAILED = "failed"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="extraction_runs"
+    )
+    source_message_id = models.BigIntegerField(unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    candidates = models.PositiveSmallIntegerField(default=0)
+    added = models.PositiveSmallIntegerField(default=0)
+    updated = models.PositiveSmallIntegerField(default=0)
+    deleted = models.PositiveSmallIntegerField(default=0)
+    unchanged = models.PositiveSmallIntegerField(default=0)
+    rejected = models.PositiveSmallIntegerField(default=0)
+    llm_calls = models.PositiveSmallIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"run for message {self.source_message_id}: {self.status}"
+
+
+class ConversationSummary(models.Model):
+    """A rolling summary of one conversation, recallable from later conversations."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversation_summaries"
+    )
+    conversation_id = models.BigIntegerField(unique=True)
+    conversation_title = models.CharField(max_length=120, blank=True)
+    content = models.TextField()
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    search = models.GeneratedField(
+        expression=SearchVector("content", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+    # The newest message the summary covers: the next summary starts after it.
+    last_message_id = models.BigIntegerField()
+    message_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["user", "-updated_at"], name="summary_user_recent")]
+
+    def __str__(self) -> str:
+        return f"summary of conversation {self.conversation_id}"
