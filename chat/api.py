@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chat import selectors, services
+from chat.export import export_everything
 from chat.models import Conversation, Message
 from chat.views import reply_stream_events, streaming_response
 
@@ -127,3 +128,13 @@ class MessageStreamApi(APIView):
         return streaming_response(
             reply_stream_events(user=user, message_id=reply.pk, render_html=False)
         )
+
+
+class ExportApi(APIView):
+    @extend_schema(
+        responses={200: OpenApiResponse(description="Everything Mnemo holds about you")},
+        description="Profile, memories with provenance and history, summaries, conversations "
+        "with every message, and extraction runs, as one JSON document.",
+    )
+    def get(self, request: Request) -> Response:
+        return Response(export_everything(user=request.user))

@@ -5,6 +5,7 @@ from django.urls import path
 from chat import api
 
 urlpatterns = [
+    path("export/", api.ExportApi.as_view(), name="api-export"),
     path("conversations/", api.ConversationListApi.as_view(), name="api-conversations"),
     path(
         "conversations/<int:conversation_id>/",

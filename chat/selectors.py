@@ -21,4 +21,19 @@ def message_list(*, user: Any, conversation_id: int) -> MessageQuerySet:
         Message.objects.for_user(user)
         .filter(conversation_id=conversation_id)
         .order_by("created_at", "id")
+        .prefetch_related("memories_used")
+    )
+
+
+def message_replied_to(*, user: Any, reply: Message) -> Message | None:
+    """The person's message a reply answers (the newest before it in its conversation)."""
+    return (
+        Message.objects.for_user(user)
+        .filter(
+            conversation_id=reply.conversation_id,
+            role=Message.Role.USER,
+            created_at__lt=reply.created_at,
+        )
+        .order_by("-created_at", "-id")
+        .first()
     )

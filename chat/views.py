@@ -19,6 +19,7 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, retarget
 from django_htmx.middleware import HtmxDetails
@@ -191,10 +192,18 @@ async def reply_stream_events(
                 "error": message.error,
             }
             if render_html:
-                data["html"] = await sync_to_async(render_to_string)(
-                    "chat/conversation.html#message", {"message": message}
-                )
+                data["html"] = await sync_to_async(_render_final)(user, message)
             yield sse("done", data)
+
+
+def _render_final(user: Any, message: Message) -> str:
+    context: dict[str, Any] = {"message": message}
+    conversation = message.conversation
+    if user.memory_enabled and not conversation.incognito:
+        # Poll for what this turn taught Mnemo, to show "Remembered: …" with an undo.
+        asked = selectors.message_replied_to(user=user, reply=message)
+        context["learn_from"] = asked.pk if asked else None
+    return render_to_string("chat/conversation.html#message", context)
 
 
 def streaming_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
@@ -224,3 +233,16 @@ async def stream(request: HttpRequest, message_id: int) -> HttpResponseBase:
     return streaming_response(
         reply_stream_events(user=user, message_id=message_id, render_html=True)
     )
+
+
+@login_required
+@require_GET
+def export(request: HttpRequest) -> HttpResponse:
+    """Download everything Mnemo holds about the person as one JSON file."""
+    from chat.export import export_everything
+
+    data = export_everything(user=request.user)
+    response = JsonResponse(data, json_dumps_params={"indent": 2, "ensure_ascii": False})
+    stamp = timezone.now().strftime("%Y%m%d-%H%M")
+    response["Content-Disposition"] = f'attachment; filename="mnemo-export-{stamp}.json"'
+    return response

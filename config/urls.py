@@ -7,6 +7,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts import views as account_views
+from chat import views as chat_views
 from config.health import healthz
 
 urlpatterns = [
@@ -15,8 +16,10 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("account/", include("accounts.urls")),
     path("chat/", include("chat.urls")),
+    path("memory/export", chat_views.export, name="export"),
     path("memory/", include("memory.urls")),
     path("api/", include("chat.api_urls")),
+    path("api/", include("memory.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),

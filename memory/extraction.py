@@ -190,6 +190,43 @@ def propose(text: str) -> list[Candidate]:
     return candidates
 
 
+_SENTENCE_RE = re.compile(r"[^.!?\n]+[.!?]?")
+_FIRST_PERSON_START = re.compile(r"^(?:i|i'm|i've|i'd|my|we|our|we're)\b", re.IGNORECASE)
+_KIND_HINTS = [
+    (
+        Memory.Kind.PROFILE,
+        re.compile(
+            r"\b(?:name|live|living|based|moved|work|job|role|time ?zone|speak|language|from)\b",
+            re.I,
+        ),
+    ),
+    (
+        Memory.Kind.PREFERENCE,
+        re.compile(r"\b(?:prefer|like|love|enjoy|hate|dislike|favou?rite|rather)\b", re.I),
+    ),
+    (
+        Memory.Kind.TASK,
+        re.compile(r"\b(?:working on|building|writing|planning|project|deadline|finish)\b", re.I),
+    ),
+]
+
+
+def sentence_candidates(text: str) -> list[Candidate]:
+    """The person's own first-person statements, as candidates of last resort.
+
+    Used when the model proposes nothing that survives the guards (a small local model often
+    echoes its examples instead): "I prefer short answers." is a fact in the person's words.
+    """
+    candidates = []
+    for match in _SENTENCE_RE.finditer(text):
+        sentence = match.group().strip()
+        if sentence.endswith("?") or not _FIRST_PERSON_START.match(sentence):
+            continue
+        kind = next((k for k, hint in _KIND_HINTS if hint.search(sentence)), Memory.Kind.FACT)
+        candidates.append(Candidate(kind=str(kind), content=sentence))
+    return candidates
+
+
 def screen(candidates: list[Candidate], source: str, outcome: Outcome) -> list[Candidate]:
     """Apply the guards; rejected candidates are counted with the reason, never stored."""
     kept: list[Candidate] = []
@@ -200,6 +237,8 @@ def screen(candidates: list[Candidate], source: str, outcome: Outcome) -> list[C
         reason = None
         if not content or len(content) > settings.MEMORY_MAX_CHARS:
             reason = "empty or too long"
+        elif len(content.split()) < 3:
+            reason = "not a statement"  # "Paris." is an answer, not a memory
         elif guards.contains_secret(content):
             reason = "secret"
         elif guards.is_instruction(content):
@@ -330,6 +369,10 @@ def extract(
     proposed = propose(text)
     outcome.candidates = len(proposed)
     candidates = screen(proposed, text, outcome)
+    if not candidates:
+        fallback = sentence_candidates(text)
+        outcome.candidates += len(fallback)
+        candidates = screen(fallback, text, outcome)
     vectors = embeddings.embed([c.content for c in candidates]) if candidates else []
     for candidate, vector in zip(candidates, vectors, strict=True):
         candidate.embedding = vector

@@ -51,10 +51,14 @@ def luhn_valid(digits: str) -> bool:
 
 def contains_card_number(text: str) -> bool:
     for match in _DIGIT_RUN_RE.finditer(text):
-        digits = re.sub(r"\D", "", match.group())
-        for length in range(len(digits), 12, -1):
-            for start in range(0, len(digits) - length + 1):
-                if luhn_valid(digits[start : start + length]):
+        # A card is written as whole groups ("4111 1111 1111 1111", maybe followed by an
+        # expiry): try runs of consecutive groups, never arbitrary slices of digits, of which
+        # one in ten passes Luhn by chance (most 16-digit numbers would then look like cards).
+        groups = re.findall(r"\d+", match.group())
+        for first in range(len(groups)):
+            for last in range(first + 1, len(groups) + 1):
+                digits = "".join(groups[first:last])
+                if 13 <= len(digits) <= 19 and luhn_valid(digits):
                     return True
     return False
 

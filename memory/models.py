@@ -20,8 +20,8 @@ class MemoryQuerySet(models.QuerySet["Memory"]):
         return self.filter(user=user)
 
     def live(self) -> MemoryQuerySet:
-        """Not expired: what recall, the page and the prompt may show."""
-        return self.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=Now()))
+        """Not expired (a pinned memory never is): what recall, the page and the prompt show."""
+        return self.filter(Q(pinned=True) | Q(expires_at__isnull=True) | Q(expires_at__gt=Now()))
 
 
 class Memory(models.Model):

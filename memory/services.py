@@ -199,10 +199,11 @@ def forget(
 def forget_all(*, user: Any) -> int:
     """Delete every memory and summary of the person and their history; returns the count."""
     with transaction.atomic():
-        count, _ = Memory.objects.for_user(user).delete()
+        # The total would also count the cascaded "memories used" links of chat messages.
+        _, per_model = Memory.objects.for_user(user).delete()
         MemoryEvent.objects.filter(user=user).delete()
         ConversationSummary.objects.filter(user=user).delete()
-    return count
+    return per_model.get(Memory._meta.label, 0)
 
 
 def confirm(*, user: Any, memory_id: int) -> None:
@@ -317,7 +318,8 @@ scored AS (
            1 - (m.embedding <=> q.v) AS similarity,
            ts_rank_cd(m.search, q.t) AS text_rank
     FROM memory_memory m, q
-    WHERE m.user_id = %(user_id)s AND (m.expires_at IS NULL OR m.expires_at > now())
+    WHERE m.user_id = %(user_id)s
+      AND (m.pinned OR m.expires_at IS NULL OR m.expires_at > now())
 ),
 ranked AS (
     SELECT scored.*,

@@ -1,12 +1,188 @@
-"""The "What I know about you" page."""
+"""The "What I know about you" page: every memory, where it came from, and control over it.
+
+One URL serves the full page and each fragment (django-template-partials); every action is
+an htmx request that swaps the fragment it changed.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import retarget, trigger_client_event
+from django_htmx.middleware import HtmxDetails
+
+from accounts import services as account_services
+from memory import selectors, services
+from memory.models import ConversationSummary, Memory
+
+TEMPLATE = "memory/index.html"
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def _page_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    query = request.GET.get("q", "").strip()
+    context = {
+        "groups": selectors.memory_groups(user=request.user),
+        "summaries": selectors.summary_list(user=request.user),
+        "query": query,
+        "results": selectors.memory_search(user=request.user, query=query) if query else None,
+        "kinds": Memory.Kind.choices,
+    }
+    context.update(extra)
+    return context
+
+
+def _list(request: HttpRequest, status: int = 200, **extra: Any) -> HttpResponse:
+    return render(
+        request, f"{TEMPLATE}#memory-list", _page_context(request, **extra), status=status
+    )
+
+
+def _error(request: HttpRequest, exc: services.MemoryError, target: str) -> HttpResponse:
+    response = render(request, f"{TEMPLATE}#form-error", {"error": exc.message}, status=exc.status)
+    return retarget(response, target)
 
 
 @login_required
-def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "memory/index.html")
+@require_GET
+def index(request: HtmxHttpRequest) -> HttpResponse:
+    if request.htmx and request.htmx.target == "memory-list":
+        return render(request, f"{TEMPLATE}#memory-list", _page_context(request))
+    return render(request, TEMPLATE, _page_context(request))
+
+
+@login_required
+@require_POST
+def add(request: HttpRequest) -> HttpResponse:
+    try:
+        services.remember(
+            user=request.user,
+            content=request.POST.get("content", ""),
+            kind=request.POST.get("kind", Memory.Kind.FACT),
+            importance=0.7,
+        )
+    except services.MemoryError as exc:
+        return _error(request, exc, "#add-error")
+    return _list(request)
+
+
+@login_required
+def edit(request: HttpRequest, memory_id: int) -> HttpResponse:
+    """GET: the inline edit form; POST: save the corrected text (re-embedded, history kept)."""
+    if request.method == "POST":
+        try:
+            memory = services.update_memory(
+                user=request.user,
+                memory_id=memory_id,
+                content=request.POST.get("content", ""),
+                kind=request.POST.get("kind") or None,
+            )
+        except services.MemoryError as exc:
+            return _error(request, exc, f"#memory-{memory_id} .form-error")
+        return render(request, f"{TEMPLATE}#memory-item", {"memory": memory})
+    try:
+        memory = selectors.memory_for(user=request.user, memory_id=memory_id)
+    except Memory.DoesNotExist:
+        raise Http404("No such memory.") from None
+    mode = "edit" if request.GET.get("mode") != "view" else "view"
+    return render(
+        request,
+        f"{TEMPLATE}#memory-item",
+        {"memory": memory, "mode": mode, "kinds": Memory.Kind.choices},
+    )
+
+
+@login_required
+@require_POST
+def delete(request: HttpRequest, memory_id: int) -> HttpResponse:
+    # Already gone (another tab, retention): the list below no longer shows it either way.
+    with contextlib.suppress(services.MemoryGone):
+        services.forget(user=request.user, memory_id=memory_id)
+    if request.POST.get("from") == "chat":
+        response = HttpResponse('<span class="muted small">Forgotten.</span>')
+        return trigger_client_event(response, "memories-changed")
+    return _list(request)
+
+
+@login_required
+@require_POST
+def pin(request: HttpRequest, memory_id: int) -> HttpResponse:
+    try:
+        memory = services.set_pinned(
+            user=request.user, memory_id=memory_id, pinned=request.POST.get("pinned") == "true"
+        )
+    except services.MemoryGone as exc:
+        return _error(request, exc, f"#memory-{memory_id} .form-error")
+    return render(request, f"{TEMPLATE}#memory-item", {"memory": memory})
+
+
+@login_required
+@require_GET
+def history(request: HttpRequest, memory_id: int) -> HttpResponse:
+    events = selectors.memory_history(user=request.user, memory_id=memory_id)
+    if (
+        not events.exists()
+        and not Memory.objects.for_user(request.user).filter(pk=memory_id).exists()
+    ):
+        raise Http404("No such memory.")
+    return render(request, f"{TEMPLATE}#history", {"events": events, "memory_id": memory_id})
+
+
+@login_required
+@require_POST
+def forget_all(request: HttpRequest) -> HttpResponse:
+    if request.POST.get("confirm") != "forget everything":
+        error = services.InvalidMemory('Type "forget everything" to confirm.')
+        return _error(request, error, "#forget-all-error")
+    services.forget_all(user=request.user)
+    return _list(request)
+
+
+@login_required
+@require_POST
+def settings_view(request: HttpRequest) -> HttpResponse:
+    user: Any = request.user
+    account_services.set_memory_enabled(user=user, enabled=request.POST.get("enabled") == "true")
+    if not request.headers.get("HX-Request"):
+        return redirect("memory:index")
+    return render(request, f"{TEMPLATE}#memory-switch", {"user": user})
+
+
+@login_required
+@require_POST
+def delete_summary(request: HttpRequest, summary_id: int) -> HttpResponse:
+    try:
+        services.delete_summary(user=request.user, summary_id=summary_id)
+    except ConversationSummary.DoesNotExist:
+        raise Http404("No such summary.") from None
+    return _list(request)
+
+
+@login_required
+@require_GET
+def learned(request: HttpRequest) -> HttpResponse:
+    """What one message taught Mnemo: the chat's "Remembered: …" notice (polled until done)."""
+    raw = request.GET.get("message", "")
+    if not raw.isdigit():
+        return HttpResponse(status=400, content="Give ?message=<id>.")
+    attempt = int(request.GET.get("attempt", "0") or 0)
+    run, memories = selectors.learned_from(user=request.user, source_message_id=int(raw))
+    return render(
+        request,
+        f"{TEMPLATE}#learned",
+        {
+            "run": run,
+            "memories": memories,
+            "message_id": raw,
+            "attempt": attempt + 1,
+            "retry": run is None and attempt < 15,
+        },
+    )

@@ -113,8 +113,9 @@ def test_a_multi_session_story_ends_with_exactly_the_right_memories(
     assert wait_for_run(m_again).unchanged == 1
     detail_run = wait_for_run(m_detail)
     assert detail_run.updated == 1 and detail_run.llm_calls == 2  # one decision call
-    assert wait_for_run(m_secret).rejected == 1
-    assert wait_for_run(m_order).rejected == 1
+    secret_run, order_run = wait_for_run(m_secret), wait_for_run(m_order)
+    assert secret_run.rejected >= 1 and secret_run.added == 0
+    assert order_run.rejected >= 1 and order_run.added == 0
 
     memories = {(m.kind, m.content) for m in Memory.objects.filter(user=user)}
     assert memories == {

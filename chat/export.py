@@ -1,0 +1,131 @@
+"""Export: everything Mnemo holds about a person, as one machine-readable JSON document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Prefetch
+from django.utils import timezone
+
+from chat.models import Conversation, Message
+from memory.models import ConversationSummary, ExtractionRun, Memory, MemoryEvent
+
+FORMAT_VERSION = 1
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def export_everything(*, user: Any) -> dict[str, Any]:
+    """The person's profile, memories with provenance and history, summaries, conversations
+    with every message, and extraction runs. Read-only; every query scoped to the user."""
+    events_by_memory: dict[int, list[dict[str, Any]]] = {}
+    events = MemoryEvent.objects.filter(user=user).order_by("created_at", "id")
+    for event in events:
+        events_by_memory.setdefault(event.memory_ref, []).append(
+            {
+                "action": event.action,
+                "actor": event.actor,
+                "old_content": event.old_content,
+                "new_content": event.new_content,
+                "source_message_id": event.source_message_id,
+                "at": _time(event.created_at),
+            }
+        )
+    memories = [
+        {
+            "id": memory.pk,
+            "kind": memory.kind,
+            "content": memory.content,
+            "importance": memory.importance,
+            "pinned": memory.pinned,
+            "source": {
+                "message_id": memory.source_message_id,
+                "conversation_id": memory.source_conversation_id,
+                "excerpt": memory.source_excerpt,
+            },
+            "created_at": _time(memory.created_at),
+            "updated_at": _time(memory.updated_at),
+            "last_used_at": _time(memory.last_used_at),
+            "confirmed_at": _time(memory.confirmed_at),
+            "confirmations": memory.confirmations,
+            "expires_at": _time(memory.expires_at),
+            "history": events_by_memory.pop(memory.pk, []),
+        }
+        for memory in Memory.objects.for_user(user).order_by("id")
+    ]
+    # History of memories that no longer exist (deleted or expired) is theirs too.
+    forgotten = [
+        {"memory_id": memory_id, "history": history}
+        for memory_id, history in sorted(events_by_memory.items())
+    ]
+    messages = Message.objects.for_user(user).order_by("created_at", "id")
+    conversations = [
+        {
+            "id": conversation.pk,
+            "title": conversation.title,
+            "incognito": conversation.incognito,
+            "created_at": _time(conversation.created_at),
+            "updated_at": _time(conversation.updated_at),
+            "messages": [
+                {
+                    "id": message.pk,
+                    "role": message.role,
+                    "content": message.content,
+                    "status": message.status,
+                    "error": message.error,
+                    "model": message.model,
+                    "prompt_tokens": message.prompt_tokens,
+                    "completion_tokens": message.completion_tokens,
+                    "created_at": _time(message.created_at),
+                    "memories_used": sorted(m.pk for m in message.memories_used.all()),
+                }
+                for message in conversation.messages.all()
+            ],
+        }
+        for conversation in Conversation.objects.for_user(user)
+        .order_by("created_at", "id")
+        .prefetch_related(Prefetch("messages", queryset=messages.prefetch_related("memories_used")))
+    ]
+    summaries = [
+        {
+            "id": summary.pk,
+            "conversation_id": summary.conversation_id,
+            "conversation_title": summary.conversation_title,
+            "content": summary.content,
+            "message_count": summary.message_count,
+            "updated_at": _time(summary.updated_at),
+        }
+        for summary in ConversationSummary.objects.filter(user=user).order_by("id")
+    ]
+    runs = [
+        {
+            "message_id": run.source_message_id,
+            "status": run.status,
+            "added": run.added,
+            "updated": run.updated,
+            "deleted": run.deleted,
+            "unchanged": run.unchanged,
+            "rejected": run.rejected,
+            "at": _time(run.created_at),
+        }
+        for run in ExtractionRun.objects.filter(user=user).order_by("id")
+    ]
+    return {
+        "format": "mnemo-export",
+        "version": FORMAT_VERSION,
+        "exported_at": _time(timezone.now()),
+        "profile": {
+            "email": user.email,
+            "display_name": user.display_name,
+            "date_joined": _time(user.date_joined),
+            "memory_enabled": user.memory_enabled,
+        },
+        "memories": memories,
+        "forgotten_memory_history": forgotten,
+        "summaries": summaries,
+        "conversations": conversations,
+        "extraction_runs": runs,
+    }

@@ -1,0 +1,188 @@
+"""Memory JSON API: list, search, create, update, pin, delete, history, forget all, settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import services as account_services
+from memory import selectors, services
+from memory.models import ConversationSummary, Memory, MemoryEvent
+
+
+class MemoryOutput(serializers.ModelSerializer):
+    provenance = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Memory
+        fields = [
+            "id", "kind", "content", "importance", "pinned", "provenance", "created_at",
+            "updated_at", "last_used_at", "confirmations", "expires_at",
+        ]  # fmt: skip
+
+    def get_provenance(self, memory: Memory) -> dict[str, Any]:
+        return {
+            "message_id": memory.source_message_id,
+            "conversation_id": memory.source_conversation_id,
+            "excerpt": memory.source_excerpt,
+        }
+
+
+class EventOutput(serializers.ModelSerializer):
+    class Meta:
+        model = MemoryEvent
+        fields = [
+            "action",
+            "actor",
+            "old_content",
+            "new_content",
+            "source_message_id",
+            "created_at",
+        ]
+
+
+class SummaryOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ConversationSummary
+        fields = [
+            "id",
+            "conversation_id",
+            "conversation_title",
+            "content",
+            "message_count",
+            "updated_at",
+        ]
+
+
+class MemoryInput(serializers.Serializer):
+    # Lengths are checked by the service, so the API and the page give the same message.
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    kind = serializers.ChoiceField(choices=Memory.Kind.choices, default=Memory.Kind.FACT)
+
+
+class MemoryListApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("q", str, description="Search by meaning and by words"),
+            OpenApiParameter("kind", str, enum=list(Memory.Kind.values)),
+        ],
+        responses=MemoryOutput(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        query = request.query_params.get("q", "")
+        kind = request.query_params.get("kind") or None
+        if kind is not None and kind not in Memory.Kind.values:
+            return Response({"detail": f"Unknown kind '{kind}'."}, status=400)
+        if query.strip():
+            memories: Any = selectors.memory_search(user=request.user, query=query)
+            if kind:
+                memories = [m for m in memories if m.kind == kind]
+        else:
+            memories = selectors.memory_list(user=request.user, kind=kind)
+        return Response(MemoryOutput(memories, many=True).data)
+
+    @extend_schema(request=MemoryInput, responses={201: MemoryOutput})
+    def post(self, request: Request) -> Response:
+        data = MemoryInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        memory = services.remember(user=request.user, importance=0.7, **data.validated_data)
+        return Response(MemoryOutput(memory).data, status=201)
+
+
+class MemoryDetailApi(APIView):
+    class UpdateInput(serializers.Serializer):
+        content = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False)
+        kind = serializers.ChoiceField(choices=Memory.Kind.choices, required=False)
+        pinned = serializers.BooleanField(required=False)
+
+    @extend_schema(responses=MemoryOutput)
+    def get(self, request: Request, memory_id: int) -> Response:
+        return Response(
+            MemoryOutput(selectors.memory_for(user=request.user, memory_id=memory_id)).data
+        )
+
+    @extend_schema(request=UpdateInput, responses=MemoryOutput)
+    def patch(self, request: Request, memory_id: int) -> Response:
+        data = self.UpdateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        if not values:
+            return Response({"detail": "Give content, kind or pinned."}, status=400)
+        memory = selectors.memory_for(user=request.user, memory_id=memory_id)
+        if "content" in values or "kind" in values:
+            memory = services.update_memory(
+                user=request.user,
+                memory_id=memory_id,
+                content=values.get("content"),
+                kind=values.get("kind"),
+            )
+        if "pinned" in values:
+            memory = services.set_pinned(
+                user=request.user, memory_id=memory_id, pinned=values["pinned"]
+            )
+        return Response(MemoryOutput(memory).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, memory_id: int) -> Response:
+        services.forget(user=request.user, memory_id=memory_id)
+        return Response(status=204)
+
+
+class MemoryHistoryApi(APIView):
+    @extend_schema(responses=EventOutput(many=True))
+    def get(self, request: Request, memory_id: int) -> Response:
+        events = selectors.memory_history(user=request.user, memory_id=memory_id)
+        if not events.exists():
+            selectors.memory_for(user=request.user, memory_id=memory_id)  # 404 if not theirs
+        return Response(EventOutput(events, many=True).data)
+
+
+class ForgetAllApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        confirm = serializers.BooleanField()
+
+    @extend_schema(request=InputSerializer, responses={200: None})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not data.validated_data["confirm"]:
+            return Response({"detail": 'Send {"confirm": true} to forget everything.'}, status=400)
+        return Response({"deleted": services.forget_all(user=request.user)})
+
+
+class SummaryListApi(APIView):
+    @extend_schema(responses=SummaryOutput(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(SummaryOutput(selectors.summary_list(user=request.user), many=True).data)
+
+
+class SummaryDetailApi(APIView):
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, summary_id: int) -> Response:
+        services.delete_summary(user=request.user, summary_id=summary_id)
+        return Response(status=204)
+
+
+class MemorySettingsApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        memory_enabled = serializers.BooleanField()
+
+    @extend_schema(responses=InputSerializer)
+    def get(self, request: Request) -> Response:
+        user: Any = request.user
+        return Response({"memory_enabled": user.memory_enabled})
+
+    @extend_schema(request=InputSerializer, responses=InputSerializer)
+    def put(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user: Any = request.user
+        account_services.set_memory_enabled(
+            user=user, enabled=data.validated_data["memory_enabled"]
+        )
+        return Response({"memory_enabled": user.memory_enabled})
