@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.http import HttpRequest
 
-from accounts.models import User
+from accounts.models import ErasureReceipt, User
 
 
 @admin.register(User)
@@ -20,3 +23,16 @@ class UserAdmin(DjangoUserAdmin):
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+
+
+@admin.register(ErasureReceipt)
+class ErasureReceiptAdmin(admin.ModelAdmin):
+    list_display = ("erased_at", "subject_hash", "counts")
+    search_fields = ("subject_hash",)
+    readonly_fields = ("erased_at", "subject_hash", "counts")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -56,3 +56,21 @@ class User(AbstractUser):
 
     def get_short_name(self) -> str:
         return self.display_name or self.email.split("@")[0]
+
+
+class ErasureReceipt(models.Model):
+    """What remains of an erased account: no personal data, only proof that it happened.
+
+    `subject_hash` is an HMAC of the email under the server's secret key: the operator can
+    check whether a given address was erased, but cannot read it back.
+    """
+
+    subject_hash = models.CharField(max_length=64, db_index=True)
+    counts = models.JSONField(default=dict)
+    erased_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-erased_at"]
+
+    def __str__(self) -> str:
+        return f"erasure {self.subject_hash[:12]}… at {self.erased_at:%Y-%m-%d %H:%M}"

@@ -7,4 +7,5 @@ from accounts import views
 app_name = "accounts"
 urlpatterns = [
     path("", views.account, name="account"),
+    path("erase", views.erase, name="erase"),
 ]

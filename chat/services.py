@@ -22,6 +22,7 @@ from django.db import connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from accounts.services import user_cache_prefix
 from chat.models import Conversation, Message
 from config import llm
 from memory import extraction as memory_extraction
@@ -109,7 +110,7 @@ def check_limits(*, user: Any) -> None:
     per_minute = settings.CHAT_RATE_LIMIT_PER_MINUTE
     if per_minute:
         # A fixed one-minute window counted in Redis, shared by every web process.
-        key = f"chat:rate:{user.pk}:{int(time.time() // 60)}"
+        key = f"{user_cache_prefix(user.pk)}chat:rate:{int(time.time() // 60)}"
         cache.add(key, 0, timeout=90)
         if cache.incr(key) > per_minute:
             raise RateLimited(
@@ -273,14 +274,15 @@ class ReplyEvent:
     message: Message | None = None
 
 
-STOP_KEY = "chat:stop:{}"
+def stop_key(user_id: int, message_id: int) -> str:
+    return f"{user_cache_prefix(user_id)}chat:stop:{message_id}"
 
 
 def request_stop(*, user: Any, message_id: int) -> None:
     """Ask a streaming reply to stop; the stream keeps what came and ends as STOPPED."""
     if not Message.objects.for_user(user).filter(pk=message_id).exists():
         raise Message.DoesNotExist
-    cache.set(STOP_KEY.format(message_id), 1, timeout=300)
+    cache.set(stop_key(user.pk, message_id), 1, timeout=300)
 
 
 def _claim(user: Any, message_id: int) -> Message:
@@ -368,7 +370,7 @@ async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEven
     memory_ids: list[int] = []
     parts: list[str] = []
     status, error, usage = Message.Status.STOPPED, "", None
-    stop_key = STOP_KEY.format(message_id)
+    stop_flag = stop_key(user.pk, message_id)
     try:
         prompt = await sync_to_async(assemble_prompt)(user=user, reply=reply)
         memory_ids = prompt.recalled.memory_ids
@@ -387,7 +389,7 @@ async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEven
                     yield ReplyEvent("token", text=delta.text)
                 if time.monotonic() >= next_stop_check:
                     next_stop_check = time.monotonic() + 0.25
-                    if await cache.aget(stop_key):
+                    if await cache.aget(stop_flag):
                         break
             else:
                 status = Message.Status.COMPLETE
@@ -404,7 +406,7 @@ async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEven
         finish = sync_to_async(_finish)(reply, "".join(parts), status, error, usage, memory_ids)
         with contextlib.suppress(asyncio.CancelledError):
             reply = await asyncio.shield(finish)
-        await cache.adelete(stop_key)
+        await cache.adelete(stop_flag)
     yield ReplyEvent("done", message=reply)
 
 

@@ -155,6 +155,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "schedule": 120.0,
     },
     "sweep-summaries": {"task": "chat.tasks.sweep_summaries_task", "schedule": 300.0},
+    "retention": {"task": "memory.tasks.run_retention_task", "schedule": 3600.0},
 }
 
 # --- LLM ---

@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts import api as account_api
 from accounts import views as account_views
 from chat import views as chat_views
 from config.health import healthz
@@ -20,6 +21,7 @@ urlpatterns = [
     path("memory/", include("memory.urls")),
     path("api/", include("chat.api_urls")),
     path("api/", include("memory.api_urls")),
+    path("api/account/", account_api.AccountApi.as_view(), name="api-account"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),

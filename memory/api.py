@@ -113,7 +113,9 @@ class MemoryDetailApi(APIView):
         values = data.validated_data
         if not values:
             return Response({"detail": "Give content, kind or pinned."}, status=400)
-        memory = selectors.memory_for(user=request.user, memory_id=memory_id)
+        # No lookup first: a memory deleted meanwhile (or not theirs) makes the service raise
+        # MemoryGone, a 404 whose message says what happened.
+        memory: Memory | None = None
         if "content" in values or "kind" in values:
             memory = services.update_memory(
                 user=request.user,

@@ -332,12 +332,15 @@ def _ask_model(
         if isinstance(decision, dict) and isinstance(decision.get("statement"), int):
             by_statement.setdefault(decision["statement"], decision)
     plans = []
+    claimed: set[int] = set()
     for number, (candidate, neighbours) in enumerate(undecided, start=1):
         decision = by_statement.get(number, {})
         action = decision.get("action")
-        # The model may only touch the memories it was shown for this statement.
+        # The model may only touch the memories it was shown for this statement, and each
+        # only once: a second statement "updating" the same memory would overwrite the first.
         target = next((m for m, _ in neighbours if m.pk == decision.get("memory_id")), None)
-        if action in ("update", "delete") and target is not None:
+        if action in ("update", "delete") and target is not None and target.pk not in claimed:
+            claimed.add(target.pk)
             plans.append(Plan(action, candidate, target))
         elif action == "none":
             plans.append(Plan("none", candidate, neighbours[0][0]))

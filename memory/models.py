@@ -174,3 +174,49 @@ class ConversationSummary(models.Model):
 
     def __str__(self) -> str:
         return f"summary of conversation {self.conversation_id}"
+
+
+class RetentionPolicy(models.Model):
+    """How long memories of one kind live, and how many a person may keep (set by staff)."""
+
+    kind = models.CharField(max_length=16, choices=Memory.Kind.choices, unique=True)
+    ttl_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Days a memory lives after it last changed or was confirmed. Empty: forever.",
+    )
+    max_per_user = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most memories of this kind per person (the least "
+        "useful go first). Empty: no cap.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "retention policies"
+        ordering = ["kind"]
+
+    def __str__(self) -> str:
+        life = f"{self.ttl_days} days" if self.ttl_days else "forever"
+        return f"{self.get_kind_display()}: {life}"
+
+
+class RetentionRun(models.Model):
+    """One pass of the retention job: when, why, and how many memories it removed per kind."""
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    trigger = models.CharField(max_length=16, default="schedule")  # schedule | manual | policy
+    expired = models.JSONField(default=dict)
+    trimmed = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"retention run {self.started_at:%Y-%m-%d %H:%M} ({self.trigger})"
+
+    @property
+    def removed(self) -> int:
+        return sum(self.expired.values()) + sum(self.trimmed.values())

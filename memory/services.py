@@ -17,7 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from config import llm
-from memory import embeddings
+from memory import embeddings, retention
 from memory.models import ConversationSummary, Memory, MemoryEvent
 
 
@@ -96,9 +96,13 @@ def remember(
         raise InvalidMemory(f"Unknown kind '{kind}': use one of {', '.join(Memory.Kind.values)}.")
     vector = embedding if embedding is not None else embeddings.embed_one(content)
     with transaction.atomic():
+        now = timezone.now()
         memory = Memory.objects.create(
             user=user,
             kind=kind,
+            created_at=now,
+            updated_at=now,
+            expires_at=retention.expiry_for(kind, now),
             content=content,
             embedding=vector,
             importance=max(0.0, min(1.0, importance)),
@@ -145,6 +149,8 @@ def update_memory(
         if kind is not None:
             memory.kind = kind
         memory.updated_at = timezone.now()
+        # A changed (or re-kinded) memory starts its life again under its kind's policy.
+        memory.expires_at = retention.expiry_for(memory.kind, memory.updated_at)
         if source_message_id is not None:
             memory.source_message_id = source_message_id
         memory.save()
@@ -208,8 +214,14 @@ def forget_all(*, user: Any) -> int:
 
 def confirm(*, user: Any, memory_id: int) -> None:
     """A duplicate statement: the memory is confirmed (and its expiry restarts), not copied."""
+    memory = Memory.objects.for_user(user).filter(pk=memory_id).first()
+    if memory is None:
+        return
+    now = timezone.now()
     Memory.objects.for_user(user).filter(pk=memory_id).update(
-        confirmed_at=timezone.now(), confirmations=F("confirmations") + 1
+        confirmed_at=now,
+        confirmations=F("confirmations") + 1,
+        expires_at=retention.expiry_for(memory.kind, now),
     )
 
 

@@ -1,0 +1,121 @@
+"""Retention: memories expire per their kind's policy, and per-person caps are enforced.
+
+Idempotent and catch-up by construction: each run removes whatever is expired or over cap
+*now*, however long the job was down. Pinned memories never expire and are never trimmed.
+Each removal is recorded as an `expired` event without the text (the point is not to keep it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import Count, F, Value
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
+
+from memory.models import Memory, MemoryEvent, RetentionPolicy, RetentionRun
+
+BATCH_SIZE = 1000
+
+
+def policy_for(kind: str) -> RetentionPolicy | None:
+    return RetentionPolicy.objects.filter(kind=kind).first()
+
+
+def expiry_for(kind: str, base: datetime) -> datetime | None:
+    """When a memory of `kind` last changed or confirmed at `base` expires (None: never)."""
+    policy = policy_for(kind)
+    if policy is None or not policy.ttl_days:
+        return None
+    return base + timedelta(days=policy.ttl_days)
+
+
+def apply_policy(*, kind: str) -> int:
+    """Recompute `expires_at` of every memory of `kind` after its policy changed."""
+    policy = policy_for(kind)
+    memories = Memory.objects.filter(kind=kind)
+    if policy is None or not policy.ttl_days:
+        return memories.exclude(expires_at=None).update(expires_at=None)
+    base = Greatest(F("updated_at"), Coalesce(F("confirmed_at"), F("updated_at")))
+    return memories.update(expires_at=base + Value(timedelta(days=policy.ttl_days)))
+
+
+def _remove(ids: list[int], counts: dict[str, int], kind: str) -> None:
+    with transaction.atomic():
+        rows = list(
+            Memory.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=ids, pinned=False)
+            .values_list("pk", "user_id")
+        )
+        MemoryEvent.objects.bulk_create(
+            MemoryEvent(
+                user_id=user_id,
+                memory_ref=pk,
+                kind=kind,
+                action=MemoryEvent.Action.EXPIRED,
+                actor=MemoryEvent.Actor.RETENTION,
+            )
+            for pk, user_id in rows
+        )
+        Memory.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
+    counts[kind] = counts.get(kind, 0) + len(rows)
+
+
+def run_retention(
+    *, now: datetime | None = None, trigger: str = "schedule", batch_size: int = BATCH_SIZE
+) -> RetentionRun:
+    """Remove expired memories, then trim people over a kind's cap; records the run."""
+    now = now or timezone.now()
+    run = RetentionRun.objects.create(started_at=now, trigger=trigger)
+    expired: dict[str, int] = {}
+    trimmed: dict[str, int] = {}
+    for policy in RetentionPolicy.objects.all():
+        if policy.ttl_days:
+            while True:
+                ids = list(
+                    Memory.objects.filter(kind=policy.kind, pinned=False, expires_at__lte=now)
+                    .order_by("expires_at")
+                    .values_list("pk", flat=True)[:batch_size]
+                )
+                if not ids:
+                    break
+                _remove(ids, expired, policy.kind)
+        if policy.max_per_user:
+            over = (
+                Memory.objects.filter(kind=policy.kind)
+                .values("user_id")
+                .annotate(n=Count("id"))
+                .filter(n__gt=policy.max_per_user)
+            )
+            for row in over:
+                excess = row["n"] - policy.max_per_user
+                # Least useful first: low importance, never or long unused, oldest.
+                ids = list(
+                    Memory.objects.filter(kind=policy.kind, user_id=row["user_id"], pinned=False)
+                    .order_by(
+                        "importance",
+                        F("last_used_at").asc(nulls_first=True),
+                        "updated_at",
+                        "id",
+                    )
+                    .values_list("pk", flat=True)[:excess]
+                )
+                for start in range(0, len(ids), batch_size):
+                    _remove(ids[start : start + batch_size], trimmed, policy.kind)
+    run.expired, run.trimmed, run.finished_at = expired, trimmed, timezone.now()
+    run.save(update_fields=["expired", "trimmed", "finished_at"])
+    return run
+
+
+def expiring_soon(*, days: int = 7, now: datetime | None = None) -> dict[str, int]:
+    """How many memories per kind expire within `days` (for the admin console; no text)."""
+    now = now or timezone.now()
+    rows = (
+        Memory.objects.filter(
+            pinned=False, expires_at__gt=now, expires_at__lte=now + timedelta(days=days)
+        )
+        .values("kind")
+        .annotate(n=Count("id"))
+    )
+    return {row["kind"]: row["n"] for row in rows}
