@@ -76,6 +76,9 @@ class Message(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # The memories recall put into this reply's prompt (shown as "Used N memories").
     memories_used = models.ManyToManyField("memory.Memory", blank=True, related_name="+")
+    # What recall retrieved for this reply, with scores, what made it into the prompt, and
+    # how long it took: ids and numbers only, never memory text. Deleted with the message.
+    recall = models.JSONField(default=dict, blank=True)
 
     objects = MessageQuerySet.as_manager()
 
@@ -88,6 +91,31 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:40]}"
+
+    def recall_rows(self) -> list[dict[str, Any]]:
+        """The recall record with each item's current text (gone if since forgotten)."""
+        from memory.models import ConversationSummary, Memory
+
+        items = (self.recall or {}).get("items", [])
+        memory_ids = [i["id"] for i in items if i["source"] == "memory"]
+        summary_ids = [i["id"] for i in items if i["source"] == "summary"]
+        texts = dict(
+            Memory.objects.for_user(self.user_id)
+            .filter(pk__in=memory_ids)
+            .values_list("pk", "content")
+        )
+        summaries = dict(
+            ConversationSummary.objects.filter(
+                user_id=self.user_id, pk__in=summary_ids
+            ).values_list("pk", "content")
+        )
+        return [
+            {
+                **item,
+                "content": (texts if item["source"] == "memory" else summaries).get(item["id"]),
+            }
+            for item in items
+        ]
 
     @property
     def is_open(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.services import user_cache_prefix
+from chat import commands
 from chat.models import Conversation, Message
 from config import llm
 from memory import extraction as memory_extraction
@@ -298,10 +300,34 @@ def _claim(user: Any, message_id: int) -> Message:
     return reply
 
 
+def _command_reply(user: Any, reply: Message) -> commands.CommandReply | None:
+    asked = (
+        Message.objects.for_user(user)
+        .filter(
+            conversation_id=reply.conversation_id,
+            role=Message.Role.USER,
+            created_at__lt=reply.created_at,
+        )
+        .order_by("-created_at", "-id")
+        .values_list("content", flat=True)
+        .first()
+    )
+    if asked is None:
+        return None
+    return commands.answer(user=user, text=asked, incognito=reply.conversation.incognito)
+
+
 def _finish(
-    reply: Message, content: str, status: str, error: str, usage: Any, memory_ids: list[int]
+    reply: Message,
+    content: str,
+    status: str,
+    error: str,
+    usage: Any,
+    memory_ids: list[int],
+    recall_record: dict[str, Any],
 ) -> Message:
     reply.content = content
+    reply.recall = recall_record
     reply.status = status
     reply.error = error[:300]
     if usage is not None:
@@ -309,7 +335,10 @@ def _finish(
         reply.completion_tokens = usage.completion_tokens
     else:
         reply.completion_tokens = llm.count_tokens(content)
-    fields = ["content", "status", "error", "prompt_tokens", "completion_tokens", "updated_at"]
+    fields = [
+        "content", "status", "error", "prompt_tokens", "completion_tokens", "model", "recall",
+        "updated_at",
+    ]  # fmt: skip
     reply.save(update_fields=fields)
     if memory_ids and content:
         reply.memories_used.set(Memory.objects.for_user(reply.user_id).filter(pk__in=memory_ids))
@@ -333,7 +362,8 @@ def _after_reply(reply: Message) -> None:
         .values_list("pk", flat=True)
         .first()
     )
-    if user_message_id is not None:
+    # A memory command ("forget that I …") is not something to learn from.
+    if user_message_id is not None and reply.model != commands.MODEL:
         transaction.on_commit(lambda: tasks.extract_memories_task.delay(user_message_id))
     if reply.status != Message.Status.COMPLETE:
         return
@@ -370,31 +400,42 @@ async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEven
     memory_ids: list[int] = []
     parts: list[str] = []
     status, error, usage = Message.Status.STOPPED, "", None
+    recall_record: dict[str, Any] = {}
     stop_flag = stop_key(user.pk, message_id)
     try:
-        prompt = await sync_to_async(assemble_prompt)(user=user, reply=reply)
-        memory_ids = prompt.recalled.memory_ids
-        # Give the database connection back to the pool while the model talks: a stream can
-        # last a minute, and holding a connection for it caps concurrent streams at the pool
-        # size (measured by bench/chat.py). Saving the reply takes one again.
-        await sync_to_async(_release_connections)()
-        next_stop_check = time.monotonic() + 0.25
-        stream = llm.stream_chat(prompt.messages)
-        try:
-            async for delta in stream:
-                if delta.usage:
-                    usage = delta.usage
-                if delta.text:
-                    parts.append(delta.text)
-                    yield ReplyEvent("token", text=delta.text)
-                if time.monotonic() >= next_stop_check:
-                    next_stop_check = time.monotonic() + 0.25
-                    if await cache.aget(stop_flag):
-                        break
-            else:
-                status = Message.Status.COMPLETE
-        finally:
-            await stream.aclose()  # closes the upstream HTTP stream, even on disconnect
+        command = await sync_to_async(_command_reply)(user, reply)
+        if command is not None:
+            # Answered from memory itself; streamed the same way so every client works.
+            reply.model = command.model
+            for piece in re.findall(r"\S+\s*", command.text):
+                parts.append(piece)
+                yield ReplyEvent("token", text=piece)
+            status = Message.Status.COMPLETE
+        else:
+            prompt = await sync_to_async(assemble_prompt)(user=user, reply=reply)
+            memory_ids = prompt.recalled.memory_ids
+            recall_record = prompt.recalled.record() if prompt.recalled.considered else {}
+            # Give the database connection back to the pool while the model talks: a stream can
+            # last a minute, and holding a connection for it caps concurrent streams at the pool
+            # size (measured by bench/chat.py). Saving the reply takes one again.
+            await sync_to_async(_release_connections)()
+            next_stop_check = time.monotonic() + 0.25
+            stream = llm.stream_chat(prompt.messages)
+            try:
+                async for delta in stream:
+                    if delta.usage:
+                        usage = delta.usage
+                    if delta.text:
+                        parts.append(delta.text)
+                        yield ReplyEvent("token", text=delta.text)
+                    if time.monotonic() >= next_stop_check:
+                        next_stop_check = time.monotonic() + 0.25
+                        if await cache.aget(stop_flag):
+                            break
+                else:
+                    status = Message.Status.COMPLETE
+            finally:
+                await stream.aclose()  # closes the upstream HTTP stream, even on disconnect
     except llm.LLMError as exc:
         status, error = Message.Status.FAILED, exc.message
         logger.warning("reply %s failed: %s", message_id, exc)
@@ -403,7 +444,9 @@ async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEven
     finally:
         # Runs on success, failure, stop, and when the client disconnects (the task is
         # cancelled or the generator closed): what came is kept either way.
-        finish = sync_to_async(_finish)(reply, "".join(parts), status, error, usage, memory_ids)
+        finish = sync_to_async(_finish)(
+            reply, "".join(parts), status, error, usage, memory_ids, recall_record
+        )
         with contextlib.suppress(asyncio.CancelledError):
             reply = await asyncio.shield(finish)
         await cache.adelete(stop_flag)
