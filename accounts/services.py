@@ -37,6 +37,21 @@ def subject_hash(email: str) -> str:
     ).hexdigest()
 
 
+# How the receipt and the erased page name what was deleted, by model: the words of the
+# confirmation page (Django's default plurals would read "memorys", "users").
+ERASED_LABELS = {
+    "accounts.User": "account",
+    "chat.Conversation": "conversations",
+    "chat.Message": "messages",
+    "memory.Memory": "memories",
+    "memory.MemoryEvent": "memory history events",
+    "memory.ConversationSummary": "conversation summaries",
+    "memory.ExtractionRun": "extraction runs",
+    "memory.Entity": "people, pets and places",
+    "account.EmailAddress": "email addresses",
+}
+
+
 def erasure_preview(*, user: User) -> dict[str, int]:
     """What erasing this account would delete, by kind (for the confirmation page)."""
     related: Any = user
@@ -46,6 +61,7 @@ def erasure_preview(*, user: User) -> dict[str, int]:
         "memories": related.memories.count(),
         "memory history events": related.memory_events.count(),
         "conversation summaries": related.conversation_summaries.count(),
+        "people, pets and places": related.entities.count(),
     }
 
 
@@ -71,7 +87,7 @@ def _delete_rows(user: User) -> dict[str, int]:
     for label, n in per_model.items():
         model = apps.get_model(label)
         if n and not model._meta.auto_created:  # skip many-to-many link tables
-            counts[str(model._meta.verbose_name_plural)] = n
+            counts[ERASED_LABELS.get(label, str(model._meta.verbose_name_plural))] = n
     counts["sessions"] = len(sessions)
     return counts
 

@@ -9,7 +9,14 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from chat.models import Conversation, Message
-from memory.models import ConversationSummary, ExtractionRun, Memory, MemoryEvent
+from memory.models import (
+    ConversationSummary,
+    Entity,
+    EntityEvent,
+    ExtractionRun,
+    Memory,
+    MemoryEvent,
+)
 
 FORMAT_VERSION = 1
 
@@ -81,6 +88,7 @@ def export_everything(*, user: Any) -> dict[str, Any]:
                     "completion_tokens": message.completion_tokens,
                     "created_at": _time(message.created_at),
                     "memories_used": sorted(m.pk for m in message.memories_used.all()),
+                    "recall": message.recall,
                 }
                 for message in conversation.messages.all()
             ],
@@ -99,6 +107,33 @@ def export_everything(*, user: Any) -> dict[str, Any]:
             "updated_at": _time(summary.updated_at),
         }
         for summary in ConversationSummary.objects.filter(user=user).order_by("id")
+    ]
+    entity_events: dict[int, list[dict[str, Any]]] = {}
+    for change in EntityEvent.objects.filter(user=user).order_by("created_at", "id"):
+        entity_events.setdefault(change.entity_ref, []).append(
+            {
+                "action": change.action,
+                "actor": change.actor,
+                "attribute": change.attribute,
+                "old_value": change.old_value,
+                "new_value": change.new_value,
+                "source_message_id": change.source_message_id,
+                "at": _time(change.created_at),
+            }
+        )
+    entities = [
+        {
+            "id": entity.pk,
+            "name": entity.name,
+            "type": entity.type,
+            "attributes": entity.attributes,
+            "memory_ids": sorted(m.pk for m in entity.memories.all()),
+            "source_message_id": entity.source_message_id,
+            "created_at": _time(entity.created_at),
+            "updated_at": _time(entity.updated_at),
+            "history": entity_events.pop(entity.pk, []),
+        }
+        for entity in Entity.objects.filter(user=user).order_by("id").prefetch_related("memories")
     ]
     runs = [
         {
@@ -126,6 +161,11 @@ def export_everything(*, user: Any) -> dict[str, Any]:
         "memories": memories,
         "forgotten_memory_history": forgotten,
         "summaries": summaries,
+        "entities": entities,
+        "forgotten_entity_history": [
+            {"entity_id": entity_id, "history": history}
+            for entity_id, history in sorted(entity_events.items())
+        ],
         "conversations": conversations,
         "extraction_runs": runs,
     }

@@ -94,7 +94,7 @@ class Message(models.Model):
 
     def recall_rows(self) -> list[dict[str, Any]]:
         """The recall record with each item's current text (gone if since forgotten)."""
-        from memory.models import ConversationSummary, Memory
+        from memory.models import ConversationSummary, Entity, Memory
 
         items = (self.recall or {}).get("items", [])
         memory_ids = [i["id"] for i in items if i["source"] == "memory"]
@@ -109,12 +109,14 @@ class Message(models.Model):
                 user_id=self.user_id, pk__in=summary_ids
             ).values_list("pk", "content")
         )
+        entity_ids = [i["id"] for i in items if i["source"] == "entity"]
+        entities = {
+            e.pk: e.describe()
+            for e in Entity.objects.filter(user_id=self.user_id, pk__in=entity_ids)
+        }
+        by_source = {"memory": texts, "summary": summaries, "entity": entities}
         return [
-            {
-                **item,
-                "content": (texts if item["source"] == "memory" else summaries).get(item["id"]),
-            }
-            for item in items
+            {**item, "content": by_source.get(item["source"], {}).get(item["id"])} for item in items
         ]
 
     @property

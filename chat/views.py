@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.contrib import admin
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.http import (
     Http404,
@@ -246,3 +248,12 @@ def export(request: HttpRequest) -> HttpResponse:
     stamp = timezone.now().strftime("%Y%m%d-%H%M")
     response["Content-Disposition"] = f'attachment; filename="mnemo-export-{stamp}.json"'
     return response
+
+
+@staff_member_required
+def insights(request: HttpRequest) -> HttpResponse:
+    """Staff console: recall p50/p95 per day, memories per reply, extraction outcomes."""
+    from chat.insights import daily_figures
+
+    context = {**admin.site.each_context(request), "title": "Memory insights", **daily_figures()}
+    return render(request, "admin/insights.html", context)

@@ -24,5 +24,6 @@ urlpatterns = [
     path("api/account/", account_api.AccountApi.as_view(), name="api-account"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("admin/insights/", chat_views.insights, name="admin-insights"),
     path("admin/", admin.site.urls),
 ]

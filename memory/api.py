@@ -11,8 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import services as account_services
+from memory import entities as entity_services
 from memory import selectors, services
-from memory.models import ConversationSummary, Memory, MemoryEvent
+from memory.models import ConversationSummary, Entity, Memory, MemoryEvent
 
 
 class MemoryOutput(serializers.ModelSerializer):
@@ -188,3 +189,38 @@ class MemorySettingsApi(APIView):
             user=user, enabled=data.validated_data["memory_enabled"]
         )
         return Response({"memory_enabled": user.memory_enabled})
+
+
+class EntityOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Entity
+        fields = ["id", "name", "type", "attributes", "created_at", "updated_at"]
+
+
+class EntityListApi(APIView):
+    @extend_schema(responses=EntityOutput(many=True))
+    def get(self, request: Request) -> Response:
+        return Response(EntityOutput(selectors.entity_list(user=request.user), many=True).data)
+
+
+class EntityDetailApi(APIView):
+    class UpdateInput(serializers.Serializer):
+        name = serializers.CharField(max_length=120, required=False)
+        attributes = serializers.DictField(child=serializers.CharField(max_length=300))
+
+    @extend_schema(request=UpdateInput, responses=EntityOutput)
+    def patch(self, request: Request, entity_id: int) -> Response:
+        data = self.UpdateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        entity = entity_services.update_entity(
+            user=request.user,
+            entity_id=entity_id,
+            name=data.validated_data.get("name"),
+            attributes=data.validated_data["attributes"],
+        )
+        return Response(EntityOutput(entity).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, entity_id: int) -> Response:
+        entity_services.delete_entity(user=request.user, entity_id=entity_id)
+        return Response(status=204)

@@ -22,7 +22,8 @@ from django.db import IntegrityError, transaction
 
 from config import llm
 from memory import embeddings, guards, services
-from memory.models import ExtractionRun, Memory, MemoryEvent
+from memory import entities as entity_services
+from memory.models import Entity, ExtractionRun, Memory, MemoryEvent
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ KIND_IMPORTANCE = {
 }
 
 EXTRACT_SYSTEM = """You extract durable facts about a person from their own message.
-Reply with JSON: {"facts": [{"kind": "...", "content": "..."}]}.
+Reply with JSON: {"facts": [{"kind": "...", "content": "..."}],
+"entities": [{"name": "...", "type": "...", "attributes": {"...": "..."}}]}.
 kind is one of:
 - profile: name, job or role, where they live, timezone, language
 - preference: what they like or dislike, how they want answers
@@ -43,7 +45,10 @@ kind is one of:
 Write each fact in the first person, with the person's own words ("I live in Berlin").
 Only facts the person states about themselves or their life. Nothing from questions,
 greetings or requests. Never passwords, keys or card numbers.
-If there is nothing durable, reply {"facts": []}."""
+entities are the people, pets, places, organisations and projects the person mentions by
+name, with what the message says about them (type: person, pet, place, organization,
+project or other; attributes such as "works at", "job", "age", "species").
+If there is nothing durable, reply {"facts": [], "entities": []}."""
 
 EXTRACT_EXAMPLE_IN = "Hi! I'm Ana, I work as a nurse in Porto. Can you suggest a book?"
 EXTRACT_EXAMPLE_OUT = json.dumps(
@@ -52,7 +57,8 @@ EXTRACT_EXAMPLE_OUT = json.dumps(
             {"kind": "profile", "content": "My name is Ana"},
             {"kind": "profile", "content": "I work as a nurse"},
             {"kind": "profile", "content": "I live in Porto"},
-        ]
+        ],
+        "entities": [],
     }
 )
 
@@ -69,7 +75,19 @@ EXTRACT_SCHEMA = {
                 },
                 "required": ["kind", "content"],
             },
-        }
+        },
+        "entities": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "type": {"type": "string", "enum": list(Entity.Type.values)},
+                    "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+                },
+                "required": ["name"],
+            },
+        },
     },
     "required": ["facts"],
 }
@@ -141,6 +159,13 @@ class Candidate:
 
 
 @dataclass
+class EntityCandidate:
+    name: str
+    type: str
+    attributes: dict[str, str]
+
+
+@dataclass
 class Outcome:
     candidates: int = 0
     added: list[int] = field(default_factory=list)
@@ -149,6 +174,7 @@ class Outcome:
     unchanged: list[int] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     llm_calls: int = 0
+    entities: list[int] = field(default_factory=list)
 
 
 def _parse_json(text: str) -> dict[str, Any]:
@@ -167,7 +193,7 @@ def _parse_json(text: str) -> dict[str, Any]:
     return value
 
 
-def propose(text: str) -> list[Candidate]:
+def propose(text: str) -> tuple[list[Candidate], list[EntityCandidate]]:
     """Ask the background model for candidate facts in the person's message."""
     reply = llm.complete(
         [
@@ -180,14 +206,45 @@ def propose(text: str) -> list[Candidate]:
         temperature=0.0,
         max_tokens=400,
     )
-    facts = _parse_json(reply).get("facts")
+    data = _parse_json(reply)
+    facts = data.get("facts")
+    entities = []
+    for item in data.get("entities") or [] if isinstance(data.get("entities"), list) else []:
+        if isinstance(item, dict) and isinstance(item.get("name"), str) and item["name"].strip():
+            entities.append(
+                EntityCandidate(
+                    name=item["name"].strip(),
+                    type=str(item.get("type") or Entity.Type.OTHER),
+                    attributes=entity_services.clean_attributes(item.get("attributes")),
+                )
+            )
     candidates = []
     for fact in facts if isinstance(facts, list) else []:
         if not isinstance(fact, dict) or not isinstance(fact.get("content"), str):
             continue
         kind = fact.get("kind") if fact.get("kind") in Memory.Kind.values else Memory.Kind.FACT
         candidates.append(Candidate(kind=str(kind), content=fact["content"]))
-    return candidates
+    return candidates, entities
+
+
+def screen_entities(
+    entities: list[EntityCandidate], source: str, outcome: Outcome
+) -> list[EntityCandidate]:
+    """Keep entities named in the message, with only the attributes the message supports."""
+    lowered = source.lower()
+    kept = []
+    for entity in entities:
+        if entity.name.lower() not in lowered or guards.contains_secret(entity.name):
+            outcome.rejected.append(("entity not grounded", entity.name))
+            continue
+        attributes = {
+            key: value
+            for key, value in entity.attributes.items()
+            if not guards.contains_secret(value)
+            and guards.is_grounded(value, source, threshold=0.6)
+        }
+        kept.append(EntityCandidate(entity.name, entity.type, attributes))
+    return kept
 
 
 _SENTENCE_RE = re.compile(r"[^.!?\n]+[.!?]?")
@@ -369,7 +426,8 @@ def extract(
     if not user.memory_enabled:
         return _record(user, source_message_id, ExtractionRun.Status.SKIPPED, outcome, [])
     outcome.llm_calls += 1
-    proposed = propose(text)
+    proposed, proposed_entities = propose(text)
+    entities = screen_entities(proposed_entities, text, outcome)
     outcome.candidates = len(proposed)
     candidates = screen(proposed, text, outcome)
     if not candidates:
@@ -388,6 +446,7 @@ def extract(
         plans,
         source_conversation_id=source_conversation_id,
         excerpt=text,
+        entities=entities,
     )
 
 
@@ -400,6 +459,7 @@ def _record(
     *,
     source_conversation_id: int | None = None,
     excerpt: str = "",
+    entities: list[EntityCandidate] | None = None,
 ) -> ExtractionRun | None:
     try:
         with transaction.atomic():
@@ -412,6 +472,8 @@ def _record(
             )
             for plan in plans:
                 _apply(user, plan, outcome, source_message_id, source_conversation_id, excerpt)
+            for candidate in entities or []:
+                _apply_entity(user, candidate, outcome, source_message_id)
             run.candidates = outcome.candidates
             run.added = len(outcome.added)
             run.updated = len(outcome.updated)
@@ -426,6 +488,24 @@ def _record(
     if outcome.rejected:
         logger.info("extraction of message %s rejected %s", source_message_id, outcome.rejected)
     return run
+
+
+def _apply_entity(
+    user: Any, candidate: EntityCandidate, outcome: Outcome, source_message_id: int
+) -> None:
+    entity, _ = entity_services.upsert_entity(
+        user=user,
+        name=candidate.name,
+        type=candidate.type,
+        attributes=candidate.attributes,
+        source_message_id=source_message_id,
+    )
+    # Link the memories this message added or changed that mention the entity.
+    mentioned = Memory.objects.for_user(user).filter(
+        pk__in=outcome.added + outcome.updated, content__icontains=entity.name
+    )
+    entity.memories.add(*mentioned)
+    outcome.entities.append(entity.pk)
 
 
 def _apply(

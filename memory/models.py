@@ -220,3 +220,66 @@ class RetentionRun(models.Model):
     @property
     def removed(self) -> int:
         return sum(self.expired.values()) + sum(self.trimmed.values())
+
+
+class Entity(models.Model):
+    """A person, pet, place, organisation or project in the person's life, with attributes."""
+
+    class Type(models.TextChoices):
+        PERSON = "person", "Person"
+        PET = "pet", "Pet"
+        PLACE = "place", "Place"
+        ORGANIZATION = "organization", "Organisation"
+        PROJECT = "project", "Project"
+        OTHER = "other", "Other"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="entities"
+    )
+    name = models.CharField(max_length=120)
+    # Lower-cased name: one entity per name per person; recall matches it against messages.
+    key = models.CharField(max_length=120)
+    type = models.CharField(max_length=16, choices=Type.choices, default=Type.OTHER)
+    attributes = models.JSONField(default=dict, blank=True)
+    memories = models.ManyToManyField(Memory, blank=True, related_name="entities")
+    source_message_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["type", "name"]
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="entity_user_key")]
+        verbose_name_plural = "entities"
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.name}"
+
+    def describe(self) -> str:
+        """ "Sarah (person): works at: Google; job: software engineer"."""
+        details = "; ".join(f"{k}: {v}" for k, v in sorted(self.attributes.items()))
+        return f"{self.name} ({self.type})" + (f": {details}" if details else "")
+
+
+class EntityEvent(models.Model):
+    """One change to an entity's attributes: the entity's history."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="entity_events"
+    )
+    entity = models.ForeignKey(
+        Entity, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+    )
+    entity_ref = models.BigIntegerField(db_index=True)
+    action = models.CharField(max_length=16)  # added | updated | deleted
+    actor = models.CharField(max_length=16, choices=MemoryEvent.Actor.choices)
+    attribute = models.CharField(max_length=60, blank=True)
+    old_value = models.CharField(max_length=300, blank=True)
+    new_value = models.CharField(max_length=300, blank=True)
+    source_message_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.attribute}: {self.old_value} → {self.new_value}"

@@ -14,7 +14,7 @@ from django.db.models import Count, F, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from memory.models import Memory, MemoryEvent, RetentionPolicy, RetentionRun
+from memory.models import Entity, Memory, MemoryEvent, RetentionPolicy, RetentionRun
 
 BATCH_SIZE = 1000
 
@@ -103,9 +103,24 @@ def run_retention(
                 )
                 for start in range(0, len(ids), batch_size):
                     _remove(ids[start : start + batch_size], trimmed, policy.kind)
+    stale = _remove_stale_entities(now)
+    if stale:
+        expired["entity"] = stale
     run.expired, run.trimmed, run.finished_at = expired, trimmed, timezone.now()
     run.save(update_fields=["expired", "trimmed", "finished_at"])
     return run
+
+
+def _remove_stale_entities(now: datetime) -> int:
+    """Entities follow the fact policy: unlinked and unchanged for its TTL, they go."""
+    policy = policy_for(Memory.Kind.FACT)
+    if policy is None or not policy.ttl_days:
+        return 0
+    stale = Entity.objects.filter(
+        updated_at__lte=now - timedelta(days=policy.ttl_days), memories__isnull=True
+    )
+    count, _ = Entity.objects.filter(pk__in=list(stale.values_list("pk", flat=True))).delete()
+    return count
 
 
 def expiring_soon(*, days: int = 7, now: datetime | None = None) -> dict[str, int]:

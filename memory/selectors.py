@@ -8,7 +8,14 @@ from django.db.models import Q, QuerySet
 from pgvector.django import CosineDistance
 
 from memory import embeddings
-from memory.models import ConversationSummary, ExtractionRun, Memory, MemoryEvent, MemoryQuerySet
+from memory.models import (
+    ConversationSummary,
+    Entity,
+    ExtractionRun,
+    Memory,
+    MemoryEvent,
+    MemoryQuerySet,
+)
 
 SEARCH_MIN_SIMILARITY = 0.35
 
@@ -58,6 +65,15 @@ def memory_history(*, user: Any, memory_id: int) -> QuerySet[MemoryEvent]:
     return MemoryEvent.objects.filter(user=user, memory_ref=memory_id).order_by(
         "-created_at", "-id"
     )
+
+
+def entity_list(*, user: Any) -> QuerySet[Entity]:
+    return Entity.objects.filter(user=user).order_by("type", "name")
+
+
+def entity_for(*, user: Any, entity_id: int) -> Entity:
+    """Raises Entity.DoesNotExist for an entity that is not the user's."""
+    return Entity.objects.get(user=user, pk=entity_id)
 
 
 def summary_list(*, user: Any) -> QuerySet[ConversationSummary]:

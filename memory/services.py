@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from config import llm
 from memory import embeddings, retention
+from memory.entities import names_in as entity_names_in
 from memory.models import ConversationSummary, Memory, MemoryEvent
 
 
@@ -290,6 +291,22 @@ class RecalledItem:
     updated_at: datetime
     score: float = 0.0
     tokens: int = 0
+    included: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """The item's scores for the reply's recall record (ids and numbers, no text)."""
+        return {
+            "source": self.source,
+            "id": self.id,
+            "kind": self.kind,
+            "similarity": round(self.similarity, 4),
+            "text_rank": round(self.text_rank, 4),
+            "vector_rank": self.vector_rank,
+            "text_position": self.text_position,
+            "importance": round(self.importance, 3),
+            "score": round(self.score, 5),
+            "included": self.included,
+        }
 
 
 @dataclass(frozen=True)
@@ -299,6 +316,15 @@ class Recalled:
     items: list[RecalledItem] = field(default_factory=list)
     candidates: int = 0
     milliseconds: float = 0.0
+    # Everything that was scored, chosen or not (for the inspectable recall record).
+    considered: list[RecalledItem] = field(default_factory=list)
+
+    def record(self, limit: int = 20) -> dict[str, Any]:
+        return {
+            "ms": round(self.milliseconds, 2),
+            "candidates": self.candidates,
+            "items": [item.record() for item in self.considered[:limit]],
+        }
 
     @property
     def memories(self) -> list[RecalledItem]:
@@ -315,7 +341,12 @@ class Recalled:
     def prompt_block(self) -> str:
         lines = [f"- ({item.kind}) {item.content}" for item in self.memories]
         lines += [f"- (earlier conversation) {item.content}" for item in self.summaries]
+        lines += [f"- (about {item.content})" for item in self.entities]
         return "\n".join(lines)
+
+    @property
+    def entities(self) -> list[RecalledItem]:
+        return [item for item in self.items if item.source == "entity"]
 
 
 # One statement: the person's live memories ranked by vector similarity and by full-text rank
@@ -357,6 +388,15 @@ UNION ALL
 SELECT 'summary', id, kind, content, importance, updated_at, similarity, text_rank,
        row_number() OVER (ORDER BY similarity DESC), NULL
 FROM summaries
+UNION ALL
+SELECT 'entity', e.id, e.type,
+       e.name || ' (' || e.type || ')' || COALESCE(': ' || (
+           SELECT string_agg(a.key || ': ' || a.value, '; ' ORDER BY a.key)
+           FROM jsonb_each_text(e.attributes) a
+       ), ''),
+       0.6::float8, e.updated_at, 1.0::float8, 0::float8, 1, NULL
+FROM memory_entity e
+WHERE e.user_id = %(user_id)s AND e.key = ANY(%(names)s)
 """
 
 RRF_K = 60
@@ -401,6 +441,7 @@ def recall(
                 "user_id": user.pk,
                 "depth": max(limit * 4, 20),
                 "exclude_conversation": exclude_conversation_id or 0,
+                "names": entity_names_in(query),
             },
         )
         rows = cursor.fetchall()
@@ -435,19 +476,23 @@ def recall(
         (_with_score(i, now) for i in relevant), key=lambda i: (-i.score, i.id)
     )
     chosen: list[RecalledItem] = []
+    considered: list[RecalledItem] = []
     spent = 0
     relevant_taken = 0
     for item in scored_always + scored_relevant:
         is_relevant = item.source == "summary" or item.kind not in Memory.ALWAYS_ON
-        if is_relevant and relevant_taken >= limit:
-            break
-        if spent + item.tokens > budget:
-            continue
-        chosen.append(item)
-        spent += item.tokens
-        relevant_taken += is_relevant
+        fits = spent + item.tokens <= budget and not (is_relevant and relevant_taken >= limit)
+        if fits:
+            item = replace(item, included=True)
+            chosen.append(item)
+            spent += item.tokens
+            relevant_taken += is_relevant
+        considered.append(item)
     return Recalled(
-        items=chosen, candidates=len(items), milliseconds=(time.perf_counter() - started) * 1000
+        items=chosen,
+        candidates=len(items),
+        milliseconds=(time.perf_counter() - started) * 1000,
+        considered=considered,
     )
 
 

@@ -16,4 +16,6 @@ urlpatterns = [
     path("<int:memory_id>/pin", views.pin, name="pin"),
     path("<int:memory_id>/history", views.history, name="history"),
     path("summaries/<int:summary_id>/delete", views.delete_summary, name="delete-summary"),
+    path("entities/<int:entity_id>/edit", views.edit_entity, name="edit-entity"),
+    path("entities/<int:entity_id>/delete", views.delete_entity, name="delete-entity"),
 ]

@@ -17,8 +17,9 @@ from django_htmx.http import retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from accounts import services as account_services
+from memory import entities as entity_services
 from memory import selectors, services
-from memory.models import ConversationSummary, Memory
+from memory.models import ConversationSummary, Entity, Memory
 
 TEMPLATE = "memory/index.html"
 
@@ -32,6 +33,7 @@ def _page_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     context = {
         "groups": selectors.memory_groups(user=request.user),
         "summaries": selectors.summary_list(user=request.user),
+        "entities": selectors.entity_list(user=request.user),
         "query": query,
         "results": selectors.memory_search(user=request.user, query=query) if query else None,
         "kinds": Memory.Kind.choices,
@@ -186,3 +188,40 @@ def learned(request: HttpRequest) -> HttpResponse:
             "retry": run is None and attempt < 15,
         },
     )
+
+
+def parse_attributes(text: str) -> dict[str, str]:
+    """ "works at: Google" lines, as typed in the entity form, into attributes."""
+    attributes = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() and value.strip():
+            attributes[key.strip()] = value.strip()
+    return attributes
+
+
+@login_required
+def edit_entity(request: HttpRequest, entity_id: int) -> HttpResponse:
+    """GET: the entity's edit form; POST: save its name and attributes (history kept)."""
+    try:
+        if request.method == "POST":
+            entity = entity_services.update_entity(
+                user=request.user,
+                entity_id=entity_id,
+                name=request.POST.get("name") or None,
+                attributes=parse_attributes(request.POST.get("attributes", "")),
+            )
+            return render(request, f"{TEMPLATE}#entity-item", {"entity": entity})
+        entity = selectors.entity_for(user=request.user, entity_id=entity_id)
+    except Entity.DoesNotExist:
+        raise Http404("No such entity.") from None
+    mode = "view" if request.GET.get("mode") == "view" else "edit"
+    return render(request, f"{TEMPLATE}#entity-item", {"entity": entity, "mode": mode})
+
+
+@login_required
+@require_POST
+def delete_entity(request: HttpRequest, entity_id: int) -> HttpResponse:
+    with contextlib.suppress(Entity.DoesNotExist):
+        entity_services.delete_entity(user=request.user, entity_id=entity_id)
+    return _list(request)

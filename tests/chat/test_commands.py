@@ -143,3 +143,22 @@ def test_incognito_and_paused_memory_recall_nothing(
     reply = turn(user, "Where do I live?")
     assert "Berlin" not in fake_llm.chat_requests[-1]["messages"][0]["content"]
     assert not reply.memories_used.exists()
+
+
+def test_staff_see_recall_and_extraction_figures_without_any_text(
+    user: Any, remembered: dict[str, Memory], fake_llm: FakeLLM, client: Any
+) -> None:
+    from memory.models import ExtractionRun
+
+    fake_llm.reply("Sure.")
+    turn(user, "How old is my dog Bruno?")
+    ExtractionRun.objects.create(user=user, source_message_id=1, status="done", added=2, rejected=1)
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    page = client.get("/admin/insights/").content.decode()
+    assert "Recall p50" in page and "Rejected by guards" in page
+    assert "<td>2</td>" in page  # added
+    for memory in remembered.values():
+        assert memory.content not in page
+    client.force_login(user)
+    assert client.get("/admin/insights/").status_code == 302  # not staff: sent to log in
