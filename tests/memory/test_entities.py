@@ -106,7 +106,7 @@ def test_entities_are_kept_updated_and_recalled_when_named(user: Any, fake_llm: 
 
 
 def test_another_users_entities_are_never_recalled(user: Any, fake_llm: FakeLLM) -> None:
-    other = UserFactory()
+    other: Any = UserFactory()
     Entity.objects.create(user=other, name="Sarah", key="sarah", type="person",
                           attributes={"works at": "Secret Corp"})  # fmt: skip
     fake_llm.reply("Hmm.")
@@ -132,7 +132,8 @@ def test_the_memory_page_shows_edits_and_deletes_entities(
     assert bruno.attributes == {"species": "dog", "age": "4"}
     assert EntityEvent.objects.filter(entity_ref=bruno.pk, actor="user", new_value="4").exists()
 
-    other = Entity.objects.create(user=UserFactory(), name="Rex", key="rex")
+    stranger: Any = UserFactory()
+    other = Entity.objects.create(user=stranger, name="Rex", key="rex")
     assert user_client.get(f"/memory/entities/{other.pk}/edit").status_code == 404
     user_client.post(f"/memory/entities/{other.pk}/delete")
     assert Entity.objects.filter(pk=other.pk).exists()
