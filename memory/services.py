@@ -354,7 +354,9 @@ class Recalled:
 # rank; always-on kinds come along whatever their rank; plus the closest summaries.
 RECALL_SQL = """
 WITH q AS (
-    SELECT %(embedding)s::vector AS v, websearch_to_tsquery('english', %(text)s) AS t
+    -- Any word may match (OR), not all of them: "How old is Bruno?" must find "My dog Bruno".
+    SELECT %(embedding)s::vector AS v,
+           replace(plainto_tsquery('english', %(text)s)::text, ' & ', ' | ')::tsquery AS t
 ),
 scored AS (
     SELECT m.id, m.kind, m.content, m.importance, m.updated_at,
