@@ -8,6 +8,7 @@ Each removal is recorded as an `expired` event without the text (the point is no
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Count, F, Value
@@ -41,11 +42,12 @@ def apply_policy(*, kind: str) -> int:
     return memories.update(expires_at=base + Value(timedelta(days=policy.ttl_days)))
 
 
-def _remove(ids: list[int], counts: dict[str, int], kind: str) -> None:
+def _remove(ids: list[int], counts: dict[str, int], kind: str, **still: Any) -> set[int]:
+    """Remove those of `ids` not locked by someone else (and still matching `still`)."""
     with transaction.atomic():
         rows = list(
             Memory.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=ids, pinned=False)
+            .filter(pk__in=ids, pinned=False, **still)
             .values_list("pk", "user_id")
         )
         MemoryEvent.objects.bulk_create(
@@ -60,6 +62,7 @@ def _remove(ids: list[int], counts: dict[str, int], kind: str) -> None:
         )
         Memory.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
     counts[kind] = counts.get(kind, 0) + len(rows)
+    return {pk for pk, _ in rows}
 
 
 def run_retention(
@@ -72,15 +75,21 @@ def run_retention(
     trimmed: dict[str, int] = {}
     for policy in RetentionPolicy.objects.all():
         if policy.ttl_days:
+            # Rows locked by someone else (being edited) are skipped, not waited for or
+            # retried in a loop: the next run takes them.
+            skipped: set[int] = set()
             while True:
                 ids = list(
                     Memory.objects.filter(kind=policy.kind, pinned=False, expires_at__lte=now)
+                    .exclude(pk__in=skipped)
                     .order_by("expires_at")
                     .values_list("pk", flat=True)[:batch_size]
                 )
                 if not ids:
                     break
-                _remove(ids, expired, policy.kind)
+                # Still expired once locked: an edit or confirmation meanwhile restarts it.
+                removed = _remove(ids, expired, policy.kind, expires_at__lte=now)
+                skipped.update(set(ids) - removed)
         if policy.max_per_user:
             over = (
                 Memory.objects.filter(kind=policy.kind)

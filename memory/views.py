@@ -13,7 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import retarget, trigger_client_event
+from django_htmx.http import reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from accounts import services as account_services
@@ -50,7 +50,9 @@ def _list(request: HttpRequest, status: int = 200, **extra: Any) -> HttpResponse
 
 def _error(request: HttpRequest, exc: services.MemoryError, target: str) -> HttpResponse:
     response = render(request, f"{TEMPLATE}#form-error", {"error": exc.message}, status=exc.status)
-    return retarget(response, target)
+    # The forms swap their results outerHTML; the message goes *inside* the error slot, which
+    # must survive for the next attempt.
+    return reswap(retarget(response, target), "innerHTML")
 
 
 @login_required
