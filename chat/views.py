@@ -23,7 +23,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseClientRedirect, retarget
+from django.utils.html import escape
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
 from chat import selectors, services
@@ -35,10 +36,9 @@ class HtmxHttpRequest(HttpRequest):
 
 
 def _error(request: HttpRequest, exc: services.ChatError) -> HttpResponse:
-    response = render(
-        request, "chat/conversation.html#composer-error", {"error": exc.message}, status=exc.status
-    )
-    return retarget(response, "#composer-error")
+    # The message goes inside the composer's error slot, whatever swap the form asked for.
+    response = HttpResponse(escape(exc.message), status=exc.status)
+    return reswap(retarget(response, "#composer-error"), "innerHTML")
 
 
 def _conversation_or_404(request: HttpRequest, conversation_id: int) -> Conversation:

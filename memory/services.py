@@ -143,7 +143,9 @@ def update_memory(
         vector = embeddings.embed_one(new_content)
     with transaction.atomic():
         memory = _locked(user, memory_id)
-        old = memory.content
+        old, old_kind = memory.content, memory.kind
+        if (new_content is None or new_content == old) and (kind is None or kind == old_kind):
+            return memory  # nothing changed: no new version, no history entry
         if new_content is not None and new_content != old:
             memory.content = new_content
             memory.embedding = vector
