@@ -33,7 +33,7 @@ class MessageOutput(serializers.ModelSerializer):
 
 
 class ConversationListApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class ConversationCreateInput(serializers.Serializer):
         title = serializers.CharField(max_length=120, required=False, allow_blank=True)
         incognito = serializers.BooleanField(required=False, default=False)
 
@@ -42,16 +42,16 @@ class ConversationListApi(APIView):
         conversations = selectors.conversation_list(user=request.user)
         return Response(ConversationOutput(conversations, many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={201: ConversationOutput})
+    @extend_schema(request=ConversationCreateInput, responses={201: ConversationOutput})
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.ConversationCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         conversation = services.start_conversation(user=request.user, **data.validated_data)
         return Response(ConversationOutput(conversation).data, status=201)
 
 
 class ConversationDetailApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class ConversationRenameInput(serializers.Serializer):
         title = serializers.CharField(max_length=120)
 
     @extend_schema(responses=ConversationOutput)
@@ -61,9 +61,9 @@ class ConversationDetailApi(APIView):
         )
         return Response(ConversationOutput(conversation).data)
 
-    @extend_schema(request=InputSerializer, responses=ConversationOutput)
+    @extend_schema(request=ConversationRenameInput, responses=ConversationOutput)
     def patch(self, request: Request, conversation_id: int) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.ConversationRenameInput(data=request.data)
         data.is_valid(raise_exception=True)
         conversation = services.rename_conversation(
             user=request.user, conversation_id=conversation_id, title=data.validated_data["title"]

@@ -96,7 +96,7 @@ class MemoryListApi(APIView):
 
 
 class MemoryDetailApi(APIView):
-    class UpdateInput(serializers.Serializer):
+    class MemoryUpdateInput(serializers.Serializer):
         content = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False)
         kind = serializers.ChoiceField(choices=Memory.Kind.choices, required=False)
         pinned = serializers.BooleanField(required=False)
@@ -107,9 +107,9 @@ class MemoryDetailApi(APIView):
             MemoryOutput(selectors.memory_for(user=request.user, memory_id=memory_id)).data
         )
 
-    @extend_schema(request=UpdateInput, responses=MemoryOutput)
+    @extend_schema(request=MemoryUpdateInput, responses=MemoryOutput)
     def patch(self, request: Request, memory_id: int) -> Response:
-        data = self.UpdateInput(data=request.data)
+        data = self.MemoryUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
         if not values:
@@ -146,12 +146,12 @@ class MemoryHistoryApi(APIView):
 
 
 class ForgetAllApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class ForgetAllInput(serializers.Serializer):
         confirm = serializers.BooleanField()
 
-    @extend_schema(request=InputSerializer, responses={200: None})
+    @extend_schema(request=ForgetAllInput, responses={200: None})
     def post(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.ForgetAllInput(data=request.data)
         data.is_valid(raise_exception=True)
         if not data.validated_data["confirm"]:
             return Response({"detail": 'Send {"confirm": true} to forget everything.'}, status=400)
@@ -172,17 +172,17 @@ class SummaryDetailApi(APIView):
 
 
 class MemorySettingsApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class MemorySettings(serializers.Serializer):
         memory_enabled = serializers.BooleanField()
 
-    @extend_schema(responses=InputSerializer)
+    @extend_schema(responses=MemorySettings)
     def get(self, request: Request) -> Response:
         user: Any = request.user
         return Response({"memory_enabled": user.memory_enabled})
 
-    @extend_schema(request=InputSerializer, responses=InputSerializer)
+    @extend_schema(request=MemorySettings, responses=MemorySettings)
     def put(self, request: Request) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.MemorySettings(data=request.data)
         data.is_valid(raise_exception=True)
         user: Any = request.user
         account_services.set_memory_enabled(
@@ -204,13 +204,13 @@ class EntityListApi(APIView):
 
 
 class EntityDetailApi(APIView):
-    class UpdateInput(serializers.Serializer):
+    class EntityUpdateInput(serializers.Serializer):
         name = serializers.CharField(max_length=120, required=False)
         attributes = serializers.DictField(child=serializers.CharField(max_length=300))
 
-    @extend_schema(request=UpdateInput, responses=EntityOutput)
+    @extend_schema(request=EntityUpdateInput, responses=EntityOutput)
     def patch(self, request: Request, entity_id: int) -> Response:
-        data = self.UpdateInput(data=request.data)
+        data = self.EntityUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         entity = entity_services.update_entity(
             user=request.user,

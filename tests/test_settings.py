@@ -71,3 +71,8 @@ def test_migrate_explains_a_missing_pgvector(tmp_path: object) -> None:
     assert result.returncode != 0
     assert "pgvector" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_openapi_schema_is_valid_and_unambiguous() -> None:
+    result = _manage("spectacular", "--validate", "--fail-on-warn", "--file", os.devnull)
+    assert result.returncode == 0, result.stderr
