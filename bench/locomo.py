@@ -1,0 +1,561 @@
+"""Recall quality on LoCoMo: does `memory.services.recall` find the turns a question needs?
+
+Run: `.venv/bin/python bench/locomo.py [--data PATH]` from the repository root. It starts an
+embedded PostgreSQL in `<data dir>/bench-locomo/pg` (unless DATABASE_URL is set), migrates,
+and for each conversation of the evaluation file (default /work/shared/eval/locomo-dev.json,
+see the README next to it) and each way of writing the memories ("store") creates one bench
+user whose memories are the conversation's dialogue turns, kind "fact", embedded with the
+project's embedding model (one batch), bulk-created, each tagged with its dia_id:
+
+- turn:            the turn's text
+- dated:           "[<session date>] <speaker>: <text>"
+- turn+facts:      the text, then the session `observation` facts tagged with that turn
+- dated+facts:     the dated text, then the same facts
+- turn, fact rows: the text as one memory, and each fact as its own memory with the same dia_id
+
+For every question of categories 1-4 (5, adversarial, has no evidence) it then asks the real
+`recall(user=..., query=question, embedding=..., limit=10, token_budget=1_000_000)` and ranks
+the dia_ids of `Recalled.considered` (every scored item, best first; when several memories
+point to the same turn only its first counts). R@k of a question = |evidence ∩ top k dia_ids|
+/ |evidence|, averaged over all questions (the README's "share of evidence turns in the top
+k"). Evidence ids are normalized ("D8:6; D9:17" is two ids, "D30:05" is D30:5, "D:11:26" is
+D11:26); ids naming no turn of the conversation are dropped, and questions left without
+evidence skipped (both counted in the output).
+
+Modes: hybrid (recall as the chat calls it), vector only (recall with an empty query text, so
+full text matches nothing) and, for reference, full text only (recall's own text order,
+`text_position`, with MEMORY_MIN_SIMILARITY = 0). Checks: hybrid recall with
+MEMORY_MIN_SIMILARITY = 0 (what the similarity floor costs), and an exact numpy cosine ranking
+over the same vectors (recall's vector ranking should equal it). The memories' vectors are
+computed in one batch with up to four threads and cached in `<data dir>/bench-locomo`; the
+questions are embedded one by one with the configured EMBEDDING_THREADS, as in the chat.
+Recall latency is timed with the question's vector given.
+
+Prints numbers; asserts nothing. Deletes its users and stops the PostgreSQL it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import signal
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+if str(BASE_DIR) not in sys.path:
+    sys.path.insert(0, str(BASE_DIR))
+
+from bench import common  # noqa: E402
+
+Matrix = npt.NDArray[np.float32]
+
+DEFAULT_DATA = Path("/work/shared/eval/locomo-dev.json")
+DOMAIN = "locomo.bench.invalid"
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+KS = (5, 10)
+LIMIT = 10  # recall's limit (its candidate depth is max(4 x limit, 20) per ranking)
+TOKEN_BUDGET = 1_000_000
+WARMUP = 20
+STORES = ("turn", "dated", "turn+facts", "dated+facts", "turn, fact rows")
+# README baselines (all ten conversations, 1,536 questions), R@5 / R@10.
+BASELINES: dict[tuple[str, str], tuple[float, float, str]] = {
+    ("turn", "text"): (0.436, 0.516, "BM25 over turns"),
+    ("turn", "vector"): (0.372, 0.455, "cosine over turns"),
+    ("dated", "vector"): (0.400, 0.501, 'cosine over "[date] speaker: text"'),
+    ("turn", "hybrid"): (0.449, 0.549, "RRF of BM25 and cosine"),
+    ("turn+facts", "vector"): (0.514, 0.610, "cosine over turn + facts"),
+    ("turn+facts", "hybrid"): (0.583, 0.663, "RRF over turn + facts"),
+}
+EVIDENCE_RE = re.compile(r"D\s*:?\s*(\d+)\s*:\s*(\d+)")
+
+
+# --- Data ---
+
+
+@dataclass
+class Turn:
+    dia_id: str
+    speaker: str
+    text: str
+    date: str
+
+
+@dataclass
+class Question:
+    text: str
+    category: int
+    evidence: set[str]
+
+
+@dataclass
+class Conversation:
+    sample_id: str
+    turns: list[Turn]
+    facts: dict[str, list[str]]
+    questions: list[Question]
+    dropped_ids: list[str] = field(default_factory=list)
+    skipped_questions: int = 0
+
+
+def dia_ids(raw: Any) -> list[str]:
+    """Normalized dia_ids in a (possibly malformed) evidence or observation tag."""
+    values = raw if isinstance(raw, list) else [raw]
+    return [f"D{int(a)}:{int(b)}" for value in values for a, b in EVIDENCE_RE.findall(str(value))]
+
+
+def load(path: Path) -> list[Conversation]:
+    conversations = []
+    for item in json.loads(path.read_text()):
+        raw = item["conversation"]
+        turns = []
+        sessions = sorted(
+            (int(key.split("_")[1]), value)
+            for key, value in raw.items()
+            if re.fullmatch(r"session_\d+", key) and isinstance(value, list)
+        )
+        for number, session in sessions:
+            date = str(raw.get(f"session_{number}_date_time", ""))
+            for turn in session:
+                turns.append(Turn(turn["dia_id"], turn["speaker"], turn["text"], date))
+        known = {turn.dia_id for turn in turns}
+        facts: dict[str, list[str]] = defaultdict(list)
+        for per_speaker in item.get("observation", {}).values():
+            for entries in per_speaker.values():
+                for text, tag in entries:
+                    for dia_id in dia_ids(tag):
+                        if dia_id in known:
+                            facts[dia_id].append(text)
+        conversation = Conversation(item["sample_id"], turns, dict(facts), [])
+        for qa in item["qa"]:
+            if qa["category"] not in CATEGORIES:
+                continue
+            evidence = set()
+            for raw_id in qa["evidence"]:
+                ids = dia_ids(raw_id)
+                if not ids:
+                    conversation.dropped_ids.append(raw_id)
+                for dia_id in ids:
+                    if dia_id in known:
+                        evidence.add(dia_id)
+                    else:
+                        conversation.dropped_ids.append(raw_id)
+            if evidence:
+                conversation.questions.append(Question(qa["question"], qa["category"], evidence))
+            else:
+                conversation.skipped_questions += 1
+        conversations.append(conversation)
+    return conversations
+
+
+def rows_for(store: str, conversation: Conversation) -> list[tuple[str, str]]:
+    """(content, dia_id) of the memories of one conversation in one store."""
+    rows = []
+    for turn in conversation.turns:
+        dated = f"[{turn.date}] {turn.speaker}: {turn.text}"
+        facts = conversation.facts.get(turn.dia_id, [])
+        if store == "turn":
+            rows.append((turn.text, turn.dia_id))
+        elif store == "dated":
+            rows.append((dated, turn.dia_id))
+        elif store == "turn+facts":
+            rows.append((" ".join([turn.text, *facts]), turn.dia_id))
+        elif store == "dated+facts":
+            rows.append((" ".join([dated, *facts]), turn.dia_id))
+        else:
+            rows.append((turn.text, turn.dia_id))
+            rows += [(fact, turn.dia_id) for fact in facts]
+    return [(" ".join(content.split()), dia_id) for content, dia_id in rows]
+
+
+# --- Storage ---
+
+
+def delete_users() -> None:
+    from accounts.models import User
+
+    User.objects.filter(email__endswith=f"@{DOMAIN}").delete()
+
+
+def embed_texts(texts: list[str], folder: Path) -> tuple[Matrix, str]:
+    """Vectors of `texts` (one batch, with every core), cached on disk by model and texts."""
+    from django.test import override_settings
+
+    from memory import embeddings
+
+    key = hashlib.sha256("\n".join([embeddings.embedding_model_name(), *texts]).encode())
+    path = folder / f"embeddings-{key.hexdigest()[:16]}.npy"
+    if path.exists():
+        cached = np.load(path)
+        if cached.shape == (len(texts), embeddings.embedding_dimensions()):
+            return cached.astype(np.float32), f"read from {path}"
+    threads = max(1, min(4, os.cpu_count() or 1))
+    started = time.perf_counter()
+    with override_settings(EMBEDDING_THREADS=threads):
+        matrix = np.asarray(embeddings.embed(texts), dtype=np.float32)
+    seconds = time.perf_counter() - started
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(path, matrix)
+    return matrix, (
+        f"embedded in {seconds:.1f} s ({seconds / len(texts) * 1000:.1f} ms each, batched, "
+        f"{threads} threads), cached in {path}"
+    )
+
+
+@dataclass
+class Stored:
+    users: dict[tuple[str, str], Any] = field(default_factory=dict)  # (sample, store) -> user
+    dia_of: dict[int, str] = field(default_factory=dict)  # memory id -> dia_id
+    memory_ids: dict[Any, list[int]] = field(default_factory=dict)  # user pk -> memory ids
+    matrices: dict[Any, Matrix] = field(default_factory=dict)  # user pk -> their vectors
+
+    @property
+    def memories(self) -> int:
+        return len(self.dia_of)
+
+
+def store_memories(conversations: list[Conversation], vectors: dict[str, Matrix]) -> Stored:
+    """One user per (conversation, store), with its memories bulk-created."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from accounts.models import User
+    from memory.models import Memory
+
+    stored = Stored()
+    for conversation in conversations:
+        for index, store in enumerate(STORES):
+            user = User(email=f"{conversation.sample_id}-{index}@{DOMAIN}")
+            user.set_unusable_password()
+            user.save()
+            stored.users[conversation.sample_id, store] = user
+            now = timezone.now()
+            rows = rows_for(store, conversation)
+            memories = Memory.objects.bulk_create(
+                [
+                    Memory(
+                        user=user,
+                        kind=Memory.Kind.FACT,
+                        content=content,
+                        embedding=vectors[content],
+                        importance=0.5,
+                        source_excerpt=dia_id,
+                        created_at=now,
+                        updated_at=now,
+                        expires_at=None,
+                    )
+                    for content, dia_id in rows
+                ],
+                batch_size=500,
+            )
+            ids = [int(memory.pk) for memory in memories]
+            for memory_id, (_, dia_id) in zip(ids, rows, strict=True):
+                stored.dia_of[memory_id] = dia_id
+            stored.memory_ids[user.pk] = ids
+            stored.matrices[user.pk] = np.stack([vectors[content] for content, _ in rows])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE memory_memory")
+    return stored
+
+
+# --- Ranking ---
+
+Ranker = Callable[[Any, Question, list[float]], list[int]]
+
+
+def recall_ranker(text_of: Callable[[str], str]) -> Ranker:
+    """Memory ids in `recall`'s order (its `considered` list), asked with `text_of(question)`."""
+    from memory.services import recall
+
+    def rank(user: Any, question: Question, vector: list[float]) -> list[int]:
+        recalled = recall(
+            user=user,
+            query=text_of(question.text),
+            embedding=vector,
+            limit=LIMIT,
+            token_budget=TOKEN_BUDGET,
+        )
+        return [item.id for item in recalled.considered if item.source == "memory"]
+
+    return rank
+
+
+def text_ranker() -> Ranker:
+    """Full text only: recall's own text ranking (`text_position`) of what it considered.
+
+    Run under MEMORY_MIN_SIMILARITY = 0 so that no text match is dropped for its vector.
+    """
+    from memory.services import recall
+
+    def rank(user: Any, question: Question, vector: list[float]) -> list[int]:
+        recalled = recall(
+            user=user, query=question.text, embedding=vector, limit=LIMIT, token_budget=TOKEN_BUDGET
+        )
+        matched = [
+            item
+            for item in recalled.considered
+            if item.source == "memory" and item.text_position is not None
+        ]
+        return [item.id for item in sorted(matched, key=lambda item: item.text_position or 0)]
+
+    return rank
+
+
+def cosine_ranker(memory_ids: dict[Any, list[int]], matrices: dict[Any, Matrix]) -> Ranker:
+    """Exact cosine in numpy over the same vectors: a check on recall's vector ranking."""
+
+    def rank(user: Any, question: Question, vector: list[float]) -> list[int]:
+        scores = matrices[user.pk] @ np.asarray(vector, dtype=np.float32)
+        order = np.argsort(-scores, kind="stable")[: 8 * LIMIT]
+        ids = memory_ids[user.pk]
+        return [ids[i] for i in order]
+
+    return rank
+
+
+@dataclass
+class Result:
+    store: str
+    mode: str
+    hits: dict[int, list[float]] = field(default_factory=dict)  # k -> per-question R@k
+    by_category: dict[int, dict[int, list[float]]] = field(default_factory=dict)
+    returned: list[int] = field(default_factory=list)  # distinct turns ranked per question
+    ms: list[float] = field(default_factory=list)
+
+    def mean(self, k: int, category: int | None = None) -> float:
+        values = self.hits[k] if category is None else self.by_category[category][k]
+        return statistics.fmean(values) if values else 0.0
+
+
+def evaluate(
+    store: str,
+    mode: str,
+    ranker: Ranker,
+    conversations: list[Conversation],
+    users: dict[tuple[str, str], Any],
+    dia_of: dict[int, str],
+    query_vectors: dict[str, list[float]],
+) -> Result:
+    result = Result(store, mode, {k: [] for k in KS})
+    result.by_category = {c: {k: [] for k in KS} for c in CATEGORIES}
+    for conversation in conversations:
+        user = users[conversation.sample_id, store]
+        for question in conversation.questions:
+            started = time.perf_counter()
+            ids = ranker(user, question, query_vectors[question.text])
+            result.ms.append((time.perf_counter() - started) * 1000)
+            ranked: list[str] = []
+            for memory_id in ids:
+                dia_id = dia_of[memory_id]
+                if dia_id not in ranked:
+                    ranked.append(dia_id)
+            result.returned.append(len(ranked))
+            for k in KS:
+                share = len(question.evidence & set(ranked[:k])) / len(question.evidence)
+                result.hits[k].append(share)
+                result.by_category[question.category][k].append(share)
+    return result
+
+
+# --- Report ---
+
+
+def describe_data(conversations: list[Conversation]) -> None:
+    questions = [q for c in conversations for q in c.questions]
+    turns = sum(len(c.turns) for c in conversations)
+    tagged = sum(len(c.facts) for c in conversations)
+    facts = sum(len(v) for c in conversations for v in c.facts.values())
+    categories = Counter(q.category for q in questions)
+    print(
+        f"data: {len(conversations)} conversations "
+        f"({', '.join(c.sample_id for c in conversations)})"
+        f", {turns:,} turns, {facts:,} observation facts on {tagged:,} turns"
+    )
+    print(
+        f"questions: {len(questions)} of categories 1-4 ("
+        + ", ".join(f"{CATEGORIES[c]} {categories[c]}" for c in CATEGORIES)
+        + f"), {sum(len(q.evidence) for q in questions)} evidence turns"
+    )
+    dropped = [raw for c in conversations for raw in c.dropped_ids]
+    skipped = sum(c.skipped_questions for c in conversations)
+    print(
+        f"evidence ids naming no turn, dropped: {len(dropped)} {sorted(set(dropped))}; "
+        f"questions left without evidence, skipped: {skipped}"
+    )
+
+
+def print_table(results: list[Result]) -> None:
+    print()
+    print(
+        f"{'store':<16} {'mode':<22} {'R@5':>6} {'R@10':>6}   {'ranked':>6}   "
+        f"{'README (10 conv.)':<36} {'R@5':>6} {'R@10':>6}"
+    )
+    for r in results:
+        base = BASELINES.get((r.store, r.mode))
+        baseline = f"{base[2]:<36} {base[0]:6.3f} {base[1]:6.3f}" if base else ""
+        print(
+            f"{r.store:<16} {r.mode:<22} {r.mean(5):6.3f} {r.mean(10):6.3f}   "
+            f"{statistics.fmean(r.returned):6.1f}   {baseline}"
+        )
+    print(
+        "ranked = distinct turns in the ranked list, mean per question (recall keeps only items "
+        "with similarity >= MEMORY_MIN_SIMILARITY, or half of it with a full-text match)"
+    )
+
+
+def print_categories(results: list[Result]) -> None:
+    print()
+    print("R@5 / R@10 by category")
+    print(f"{'store':<16} {'mode':<22} " + "".join(f"{name:>16}" for name in CATEGORIES.values()))
+    for r in results:
+        cells = "".join(f"{r.mean(5, c):>8.3f}{r.mean(10, c):>8.3f}" for c in CATEGORIES)
+        print(f"{r.store:<16} {r.mode:<22} {cells}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    common.bootstrap()
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.perf_counter()
+    bench_db = common.BenchDatabase("bench-locomo")
+    django_ready = False
+    try:
+        conversations = load(args.data)
+        bench_db.start()
+        import django
+
+        django.setup()
+        django_ready = True
+        from django.conf import settings
+        from django.core.management import call_command
+        from django.db import connection
+        from django.test import override_settings
+
+        from memory import embeddings
+
+        call_command("migrate", interactive=False, verbosity=0)
+        delete_users()  # leftovers of an interrupted run
+        print(common.machine_line())
+        print(f"{common.load_line()} at the start (timings below share the machine)")
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            row = cursor.fetchone()
+        print(
+            f"PostgreSQL {row[0] if row else '?'} ({bench_db.description}); embeddings "
+            f"{embeddings.embedding_model_name()}"
+            + (" (remote)" if settings.EMBEDDING_BASE_URL else " (local)")
+            + f", {settings.EMBEDDING_THREADS} thread(s) for questions; recall limit={LIMIT} "
+            f"(candidate depth {max(4 * LIMIT, 20)} per ranking), token_budget={TOKEN_BUDGET:,}, "
+            f"MEMORY_MIN_SIMILARITY={settings.MEMORY_MIN_SIMILARITY}"
+        )
+        describe_data(conversations)
+
+        embeddings.embed_one("warm-up: loads the model")
+        texts = sorted(
+            {content for c in conversations for s in STORES for content, _ in rows_for(s, c)}
+        )
+        matrix, how = embed_texts(texts, bench_db.root)
+        vectors = dict(zip(texts, matrix, strict=True))
+        t0 = time.perf_counter()
+        stored = store_memories(conversations, vectors)
+        print(
+            f"{len(texts):,} distinct texts {how}; {stored.memories:,} memories stored for "
+            f"{len(stored.users)} users in {time.perf_counter() - t0:.1f} s"
+        )
+
+        # Questions embedded one by one, as recall embeds a message.
+        query_vectors: dict[str, list[float]] = {}
+        embed_ms: list[float] = []
+        for question in (q for c in conversations for q in c.questions):
+            if question.text not in query_vectors:
+                t0 = time.perf_counter()
+                query_vectors[question.text] = embeddings.embed_one(question.text)
+                embed_ms.append((time.perf_counter() - t0) * 1000)
+
+        hybrid = recall_ranker(lambda text: text)
+        vector_only = recall_ranker(lambda text: "")
+        text_only = text_ranker()
+        cosine = cosine_ranker(stored.memory_ids, stored.matrices)
+        first = conversations[0]
+        for question in first.questions[:WARMUP]:
+            user = stored.users[first.sample_id, "turn"]
+            hybrid(user, question, query_vectors[question.text])
+
+        def run(store: str, mode: str, ranker: Ranker) -> Result:
+            return evaluate(
+                store, mode, ranker, conversations, stored.users, stored.dia_of, query_vectors
+            )
+
+        results: list[Result] = []
+        checks: list[Result] = []
+        for store in STORES:
+            results.append(run(store, "hybrid", hybrid))
+            results.append(run(store, "vector", vector_only))
+            with override_settings(MEMORY_MIN_SIMILARITY=0.0):
+                results.append(run(store, "text", text_only))
+                checks.append(run(store, "hybrid, min sim 0", hybrid))
+            checks.append(run(store, "cosine (numpy)", cosine))
+
+        print_table(results)
+        print(
+            "hybrid = recall() as the chat calls it; vector = recall() with an empty query text "
+            "(no full-text match);\ntext = recall()'s full-text order (text_position) with "
+            "MEMORY_MIN_SIMILARITY=0"
+        )
+        print()
+        print(
+            "Checks: recall without its similarity floor, and an exact numpy cosine ranking over "
+            "the same vectors"
+        )
+        print_table(checks)
+        print_categories([r for r in results if r.mode != "text"])
+
+        print()
+        print(f"latency per question, ms ({len(embed_ms)} questions)     p50      p95      p99")
+        print(f"{'embed the question (embed_one)':<44}{common.pcts(embed_ms)}")
+        for r in results:
+            if r.mode != "text":
+                label = f"recall() {r.mode}, store {r.store}"
+                print(f"{label:<44}{common.pcts(r.ms)}")
+        sizes = [len(c.turns) for c in conversations]
+        print(
+            f"(recall with the query vector given; {min(sizes)}-{max(sizes)} memories per user, "
+            f"up to {max(len(rows_for('turn, fact rows', c)) for c in conversations)} in "
+            "'turn, fact rows')"
+        )
+        print(f"{common.load_line()} at the end")
+    except KeyboardInterrupt:
+        print("\ninterrupted; cleaning up")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+        if django_ready:
+            try:
+                delete_users()
+            except Exception as exc:
+                print(f"(could not delete the benchmark's users: {exc})")
+            common.close_django_connections()
+        bench_db.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    print(f"total {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
