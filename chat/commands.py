@@ -49,12 +49,12 @@ class CommandReply:
     model: str = MODEL
 
 
-def _asks_what_we_know(text: str) -> bool:
+def _asks_what_we_know(text: str, embedding: list[float] | None) -> bool:
     if _ASK_RE.search(text):
         return True
     if len(text) > 120:
         return False
-    query = embeddings.embed_one(text)
+    query = embedding if embedding is not None else embeddings.embed_one(text)
     return max(_dot(query, example) for example in _example_vectors()) >= _ASK_SIMILARITY
 
 
@@ -67,12 +67,14 @@ def _dot(a: list[float], b: list[float]) -> float:
     return sum(x * y for x, y in zip(a, b, strict=True))
 
 
-def answer(*, user: Any, text: str, incognito: bool) -> CommandReply | None:
+def answer(
+    *, user: Any, text: str, incognito: bool, embedding: list[float] | None = None
+) -> CommandReply | None:
     """A reply for a memory question or command, or None for an ordinary message."""
     forget = _FORGET_RE.match(text)
     if forget:
         return _forget(user=user, what=forget.group("what"), incognito=incognito)
-    if _asks_what_we_know(text):
+    if _asks_what_we_know(text, embedding):
         return _list(user=user, incognito=incognito)
     return None
 

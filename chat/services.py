@@ -27,6 +27,7 @@ from accounts.services import user_cache_prefix
 from chat import commands
 from chat.models import Conversation, Message
 from config import llm
+from memory import embeddings as memory_embeddings
 from memory import extraction as memory_extraction
 from memory import services as memory_services
 from memory.models import ExtractionRun, Memory
@@ -219,7 +220,7 @@ def build_prompt(*, user: Any, reply: Message) -> list[dict[str, str]]:
     return assemble_prompt(user=user, reply=reply).messages
 
 
-def assemble_prompt(*, user: Any, reply: Message) -> Prompt:
+def assemble_prompt(*, user: Any, reply: Message, embedding: list[float] | None = None) -> Prompt:
     """System prompt, the memory block (data, not instructions), recent history, the message.
 
     Recall runs unless the conversation is incognito or the person paused memory. History is
@@ -241,7 +242,7 @@ def assemble_prompt(*, user: Any, reply: Message) -> Prompt:
     recalled = memory_services.Recalled()
     if user.memory_enabled and not conversation.incognito:
         recalled = memory_services.recall(
-            user=user, query=latest, exclude_conversation_id=conversation.pk
+            user=user, query=latest, embedding=embedding, exclude_conversation_id=conversation.pk
         )
         block = recalled.prompt_block()
         if block:
@@ -300,7 +301,11 @@ def _claim(user: Any, message_id: int) -> Message:
     return reply
 
 
-def _command_reply(user: Any, reply: Message) -> commands.CommandReply | None:
+def _prepare(user: Any, reply: Message) -> tuple[commands.CommandReply | None, Prompt | None]:
+    """Everything before the model is asked, in one trip to a worker thread.
+
+    The message is embedded once, for both the memory-command check and recall.
+    """
     asked = (
         Message.objects.for_user(user)
         .filter(
@@ -312,9 +317,14 @@ def _command_reply(user: Any, reply: Message) -> commands.CommandReply | None:
         .values_list("content", flat=True)
         .first()
     )
-    if asked is None:
-        return None
-    return commands.answer(user=user, text=asked, incognito=reply.conversation.incognito)
+    embedding = memory_embeddings.embed_one(asked) if asked else None
+    if asked is not None:
+        command = commands.answer(
+            user=user, text=asked, incognito=reply.conversation.incognito, embedding=embedding
+        )
+        if command is not None:
+            return command, None
+    return None, assemble_prompt(user=user, reply=reply, embedding=embedding)
 
 
 def _finish(
@@ -403,7 +413,7 @@ async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEven
     recall_record: dict[str, Any] = {}
     stop_flag = stop_key(user.pk, message_id)
     try:
-        command = await sync_to_async(_command_reply)(user, reply)
+        command, prompt = await sync_to_async(_prepare)(user, reply)
         if command is not None:
             # Answered from memory itself; streamed the same way so every client works.
             reply.model = command.model
@@ -411,8 +421,7 @@ async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEven
                 parts.append(piece)
                 yield ReplyEvent("token", text=piece)
             status = Message.Status.COMPLETE
-        else:
-            prompt = await sync_to_async(assemble_prompt)(user=user, reply=reply)
+        elif prompt is not None:
             memory_ids = prompt.recalled.memory_ids
             recall_record = prompt.recalled.record() if prompt.recalled.considered else {}
             # Give the database connection back to the pool while the model talks: a stream can
