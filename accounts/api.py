@@ -41,5 +41,5 @@ class AccountApi(APIView):
         user: Any = request.user
         if not user.check_password(data.validated_data["password"]):
             return Response({"detail": "That password is not correct."}, status=400)
-        receipt = services.erase_account(user=user, host=request.get_host().split(":")[0])
+        receipt = services.erase_account(user=user, host=request.get_host())
         return Response({"erased_at": receipt.erased_at, "counts": receipt.counts})

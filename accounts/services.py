@@ -108,8 +108,10 @@ def erase_account(*, user: User, host: str = "") -> ErasureReceipt:
 
 def _delete_cache_keys(user_id: int, email: str, host: str) -> int:
     patterns = [f"{user_cache_prefix(user_id)}*", f"allauth:rl:*:user:{user_id}"]
-    # allauth keys failed logins by a hash of "<host>:<email>"; the hosts we may serve.
-    for domain in {host, *settings.ALLOWED_HOSTS} - {"", "*"}:
+    # allauth keys failed logins by a hash of "<host>:<email>", the host as the request gave
+    # it (with its port, when not 80/443); the hosts we may serve, with and without the port.
+    bare_host = host.rsplit(":", 1)[0] if host.rsplit(":", 1)[-1].isdigit() else host
+    for domain in {host, bare_host, *settings.ALLOWED_HOSTS} - {"", "*"}:
         login_hash = hashlib.sha256(f"{domain}:{email.lower()}".encode()).hexdigest()
         patterns.append(f"allauth:rl:*:{login_hash}")
     deleted = 0

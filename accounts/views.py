@@ -50,7 +50,7 @@ def erase(request: HttpRequest) -> HttpResponse:
     user: Any = request.user
     form = EraseForm(request.POST or None, user=user)
     if request.method == "POST" and form.is_valid():
-        receipt = services.erase_account(user=user, host=request.get_host().split(":")[0])
+        receipt = services.erase_account(user=user, host=request.get_host())
         logout(request)
         return render(request, "accounts/erased.html", {"receipt": receipt})
     status = 400 if request.method == "POST" else 200

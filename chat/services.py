@@ -19,7 +19,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -349,7 +349,12 @@ def _finish(
         "content", "status", "error", "prompt_tokens", "completion_tokens", "model", "recall",
         "updated_at",
     ]  # fmt: skip
-    reply.save(update_fields=fields)
+    try:
+        reply.save(update_fields=fields)
+    except DatabaseError:
+        if not Message.objects.filter(pk=reply.pk).exists():
+            return reply  # deleted meanwhile (conversation or account): nothing to keep
+        raise
     if memory_ids and content:
         reply.memories_used.set(Memory.objects.for_user(reply.user_id).filter(pk__in=memory_ids))
         memory_services.mark_used(user=reply.user_id, memory_ids=memory_ids)

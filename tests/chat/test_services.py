@@ -704,3 +704,26 @@ def test_generate_title_does_nothing_for_a_deleted_conversation(fake_llm: FakeLL
 
     assert services.generate_title(conversation_id=conversation.pk) is None
     assert fake_llm.chat_requests == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reply_streaming_while_the_account_is_erased_ends_quietly(
+    user: Any, fake_llm: FakeLLM
+) -> None:
+    from accounts.services import erase_account
+
+    conversation = services.start_conversation(user=user)
+    _, reply = services.send_message(user=user, conversation_id=conversation.pk, content="Hi")
+    fake_llm.reply("one two three four", tokens=["one ", "two ", "three ", "four"])
+
+    async def run() -> list[str]:
+        kinds = []
+        async for event in services.stream_reply(user=user, message_id=reply.pk):
+            kinds.append(event.kind)
+            if len(kinds) == 1:
+                await sync_to_async(erase_account)(user=user)
+        return kinds
+
+    kinds = async_to_sync(run)()
+    assert kinds[-1] == "done"
+    assert not Message.objects.filter(pk=reply.pk).exists()
