@@ -35,6 +35,8 @@ class Memory(models.Model):
     # relevant to the message.
     ALWAYS_ON = (Kind.PROFILE, Kind.PREFERENCE)
 
+    # Recall scans one person's rows exactly through this foreign key's index (README: an
+    # exact per-person scan beats a global ANN index filtered afterwards, which loses results).
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memories"
     )
@@ -69,9 +71,6 @@ class Memory(models.Model):
     class Meta:
         ordering = ["kind", "-updated_at"]
         indexes = [
-            # Recall scans one person's live rows exactly (see README: an exact per-user scan
-            # beats a global ANN index filtered afterwards, which loses most results).
-            models.Index(fields=["user", "kind"], name="memory_user_kind"),
             models.Index(fields=["expires_at"], name="memory_expires", condition=Q(pinned=False)),
         ]
 
