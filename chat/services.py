@@ -27,6 +27,7 @@ from accounts.services import user_cache_prefix
 from chat import commands
 from chat.models import Conversation, Message
 from config import llm
+from config.errors import DomainError
 from memory import embeddings as memory_embeddings
 from memory import extraction as memory_extraction
 from memory import services as memory_services
@@ -37,14 +38,8 @@ logger = logging.getLogger(__name__)
 TITLE_MAX_CHARS = 60
 
 
-class ChatError(Exception):
+class ChatError(DomainError):
     """A request the chat cannot serve; `message` is shown to the person as is."""
-
-    status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class EmptyMessage(ChatError):

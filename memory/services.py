@@ -17,26 +17,21 @@ from django.db.models import F
 from django.utils import timezone
 
 from config import llm
+from config.errors import DomainError
 from memory import embeddings, retention
 from memory.entities import names_in as entity_names_in
 from memory.models import ConversationSummary, Memory, MemoryEvent
 
 
-class MemoryError(Exception):
+class MemoryRequestError(DomainError):
     """A memory request that cannot be served; `message` is shown to the person."""
 
-    status = 400
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class InvalidMemory(MemoryError):
+class InvalidMemory(MemoryRequestError):
     status = 400
 
 
-class MemoryGone(MemoryError):
+class MemoryGone(MemoryRequestError):
     """The memory was deleted meanwhile (another tab, retention): a stale edit."""
 
     status = 404

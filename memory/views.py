@@ -48,7 +48,7 @@ def _list(request: HttpRequest, status: int = 200, **extra: Any) -> HttpResponse
     )
 
 
-def _error(request: HttpRequest, exc: services.MemoryError, target: str) -> HttpResponse:
+def _error(request: HttpRequest, exc: services.MemoryRequestError, target: str) -> HttpResponse:
     response = render(request, f"{TEMPLATE}#form-error", {"error": exc.message}, status=exc.status)
     # The forms swap their results outerHTML; the message goes *inside* the error slot, which
     # must survive for the next attempt.
@@ -73,7 +73,7 @@ def add(request: HttpRequest) -> HttpResponse:
             kind=request.POST.get("kind", Memory.Kind.FACT),
             importance=0.7,
         )
-    except services.MemoryError as exc:
+    except services.MemoryRequestError as exc:
         return _error(request, exc, "#add-error")
     return _list(request)
 
@@ -89,7 +89,7 @@ def edit(request: HttpRequest, memory_id: int) -> HttpResponse:
                 content=request.POST.get("content", ""),
                 kind=request.POST.get("kind") or None,
             )
-        except services.MemoryError as exc:
+        except services.MemoryRequestError as exc:
             return _error(request, exc, f"#memory-{memory_id} .form-error")
         return render(request, f"{TEMPLATE}#memory-item", {"memory": memory})
     try:
