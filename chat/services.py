@@ -633,3 +633,19 @@ def conversations_to_summarize(*, idle: timedelta, every: int) -> list[int]:
         if new >= every or (new >= 2 and updated_at <= now - idle):
             due.append(conversation_id)
     return due
+
+
+def fail_interrupted_replies(*, older_than: timedelta) -> int:
+    """Replies left streaming by a server that died mid-stream: keep what came, offer retry.
+
+    A live stream saves its reply when it ends, so one still STREAMING long after its last
+    update was orphaned (a crash or a killed process, not a disconnect).
+    """
+    return Message.objects.filter(
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        updated_at__lt=timezone.now() - older_than,
+    ).update(
+        status=Message.Status.FAILED,
+        error="The reply was interrupted (the server restarted). Please retry.",
+    )

@@ -41,6 +41,12 @@ def sweep_unlearned_messages_task() -> int:
 
 
 @shared_task
+def fail_interrupted_replies_task() -> int:
+    """Mark replies orphaned mid-stream by a crashed server as failed, so they can be retried."""
+    return services.fail_interrupted_replies(older_than=timedelta(minutes=15))
+
+
+@shared_task
 def sweep_summaries_task() -> int:
     due = services.conversations_to_summarize(
         idle=timedelta(minutes=settings.SUMMARY_IDLE_MINUTES), every=settings.SUMMARY_EVERY_MESSAGES

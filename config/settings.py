@@ -156,6 +156,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     },
     "sweep-summaries": {"task": "chat.tasks.sweep_summaries_task", "schedule": 300.0},
     "retention": {"task": "memory.tasks.run_retention_task", "schedule": 3600.0},
+    "interrupted-replies": {
+        "task": "chat.tasks.fail_interrupted_replies_task",
+        "schedule": 300.0,
+    },
 }
 
 # --- LLM ---

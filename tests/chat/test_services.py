@@ -727,3 +727,25 @@ def test_a_reply_streaming_while_the_account_is_erased_ends_quietly(
     kinds = async_to_sync(run)()
     assert kinds[-1] == "done"
     assert not Message.objects.filter(pk=reply.pk).exists()
+
+
+@pytest.mark.django_db
+def test_replies_orphaned_mid_stream_are_marked_failed_and_can_be_retried(user: Any) -> None:
+    conversation = services.start_conversation(user=user)
+    _, orphan = services.send_message(user=user, conversation_id=conversation.pk, content="Hi")
+    Message.objects.filter(pk=orphan.pk).update(
+        status=Message.Status.STREAMING,
+        content="Half a rep",
+        updated_at=timezone.now() - timedelta(hours=1),
+    )
+    other = services.start_conversation(user=user)
+    _, live = services.send_message(user=user, conversation_id=other.pk, content="Hello")
+    Message.objects.filter(pk=live.pk).update(status=Message.Status.STREAMING)
+
+    assert services.fail_interrupted_replies(older_than=timedelta(minutes=15)) == 1
+    orphan.refresh_from_db()
+    live.refresh_from_db()
+    assert orphan.status == Message.Status.FAILED and orphan.content == "Half a rep"
+    assert "interrupted" in orphan.error
+    assert live.status == Message.Status.STREAMING  # a stream still in progress is left alone
+    assert services.retry_reply(user=user, message_id=orphan.pk).status == Message.Status.PENDING
