@@ -42,6 +42,15 @@ class MessageQuerySet(models.QuerySet["Message"]):
     def for_user(self, user: Any) -> MessageQuerySet:
         return self.filter(user=user)
 
+    def asked_before(self, reply: Message) -> MessageQuerySet:
+        """The person's messages before `reply` in its conversation, newest first: the first
+        one is the message the reply answers."""
+        return self.filter(
+            conversation_id=reply.conversation_id,
+            role=Message.Role.USER,
+            created_at__lt=reply.created_at,
+        ).order_by("-created_at", "-id")
+
 
 class Message(models.Model):
     class Role(models.TextChoices):

@@ -27,13 +27,4 @@ def message_list(*, user: Any, conversation_id: int) -> MessageQuerySet:
 
 def message_replied_to(*, user: Any, reply: Message) -> Message | None:
     """The person's message a reply answers (the newest before it in its conversation)."""
-    return (
-        Message.objects.for_user(user)
-        .filter(
-            conversation_id=reply.conversation_id,
-            role=Message.Role.USER,
-            created_at__lt=reply.created_at,
-        )
-        .order_by("-created_at", "-id")
-        .first()
-    )
+    return Message.objects.for_user(user).asked_before(reply).first()

@@ -302,15 +302,7 @@ def _prepare(user: Any, reply: Message) -> tuple[commands.CommandReply | None, P
     The message is embedded once, for both the memory-command check and recall.
     """
     asked = (
-        Message.objects.for_user(user)
-        .filter(
-            conversation_id=reply.conversation_id,
-            role=Message.Role.USER,
-            created_at__lt=reply.created_at,
-        )
-        .order_by("-created_at", "-id")
-        .values_list("content", flat=True)
-        .first()
+        Message.objects.for_user(user).asked_before(reply).values_list("content", flat=True).first()
     )
     embedding = memory_embeddings.embed_one(asked) if asked else None
     if asked is not None:
@@ -363,12 +355,7 @@ def _after_reply(reply: Message) -> None:
 
     user_message_id = (
         Message.objects.for_user(reply.user_id)
-        .filter(
-            conversation_id=reply.conversation_id,
-            role=Message.Role.USER,
-            created_at__lt=reply.created_at,
-        )
-        .order_by("-created_at", "-id")
+        .asked_before(reply)
         .values_list("pk", flat=True)
         .first()
     )

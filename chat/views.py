@@ -222,15 +222,13 @@ async def stream(request: HttpRequest, message_id: int) -> HttpResponseBase:
     user = await request.auser()
     if not user.is_authenticated:
         return JsonResponse({"detail": "Sign in first."}, status=403)
-    exists = await Message.objects.for_user(user).filter(pk=message_id).aexists()
-    if not exists:
+    # Checked before the stream starts: once it has, the status code can no longer change.
+    status = await (
+        Message.objects.for_user(user).filter(pk=message_id).values_list("status", flat=True)
+    ).afirst()
+    if status is None:
         return JsonResponse({"detail": "No such message."}, status=404)
-    pending = await (
-        Message.objects.for_user(user)
-        .filter(pk=message_id, status=Message.Status.PENDING)
-        .aexists()
-    )
-    if not pending:
+    if status != Message.Status.PENDING:
         return JsonResponse({"detail": "This reply is not waiting to be generated."}, status=409)
     return streaming_response(
         reply_stream_events(user=user, message_id=message_id, render_html=True)
