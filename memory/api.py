@@ -80,9 +80,7 @@ class MemoryListApi(APIView):
         if kind is not None and kind not in Memory.Kind.values:
             return Response({"detail": f"Unknown kind '{kind}'."}, status=400)
         if query.strip():
-            memories: Any = selectors.memory_search(user=request.user, query=query)
-            if kind:
-                memories = [m for m in memories if m.kind == kind]
+            memories: Any = selectors.memory_search(user=request.user, query=query, kind=kind)
         else:
             memories = selectors.memory_list(user=request.user, kind=kind)
         return Response(MemoryOutput(memories, many=True).data)

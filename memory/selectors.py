@@ -45,16 +45,17 @@ def memory_groups(*, user: Any) -> list[dict[str, Any]]:
     ]
 
 
-def memory_search(*, user: Any, query: str, limit: int = 50) -> list[Memory]:
+def memory_search(
+    *, user: Any, query: str, kind: str | None = None, limit: int = 50
+) -> list[Memory]:
     """Search by meaning and by text: close in embedding space, or containing the words."""
     query = query.strip()[:500]
     if not query:
         return []
     vector = embeddings.embed_one(query)
+    memories = memory_list(user=user, kind=kind)
     matches = (
-        Memory.objects.for_user(user)
-        .live()
-        .annotate(distance=CosineDistance("embedding", vector))
+        memories.annotate(distance=CosineDistance("embedding", vector))
         .filter(Q(content__icontains=query) | Q(distance__lte=1 - SEARCH_MIN_SIMILARITY))
         .order_by("distance")[:limit]
     )
