@@ -48,11 +48,7 @@ def export_everything(*, user: Any) -> dict[str, Any]:
             "content": memory.content,
             "importance": memory.importance,
             "pinned": memory.pinned,
-            "source": {
-                "message_id": memory.source_message_id,
-                "conversation_id": memory.source_conversation_id,
-                "excerpt": memory.source_excerpt,
-            },
+            "source": memory.provenance(),
             "created_at": _time(memory.created_at),
             "updated_at": _time(memory.updated_at),
             "last_used_at": _time(memory.last_used_at),

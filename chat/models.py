@@ -83,6 +83,10 @@ class Message(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+    # Whether memory was on when this was said (not incognito, memory not paused): what was
+    # said while it was off is never learned from or summarized, even by a sweep that runs
+    # after memory is switched back on.
+    learnable = models.BooleanField(default=True)
     # The memories recall put into this reply's prompt (shown as "Used N memories").
     memories_used = models.ManyToManyField("memory.Memory", blank=True, related_name="+")
     # What recall retrieved for this reply, with scores, what made it into the prompt, and

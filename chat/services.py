@@ -30,6 +30,7 @@ from config import llm
 from config.errors import DomainError
 from memory import embeddings as memory_embeddings
 from memory import extraction as memory_extraction
+from memory import privacy as memory_privacy
 from memory import services as memory_services
 from memory.models import ExtractionRun, Memory
 
@@ -79,10 +80,16 @@ def rename_conversation(*, user: Any, conversation_id: int, title: str) -> Conve
 
 
 def delete_conversation(*, user: Any, conversation_id: int) -> None:
-    """Delete a conversation and its messages; raises Conversation.DoesNotExist otherwise."""
-    deleted, _ = Conversation.objects.for_user(user).filter(pk=conversation_id).delete()
-    if not deleted:
-        raise Conversation.DoesNotExist
+    """Delete a conversation, its messages and its summary; raises Conversation.DoesNotExist.
+
+    Memories learned in it stay (they are the person's facts) with their quote removed and
+    their provenance saying they came from a deleted conversation. One transaction.
+    """
+    with transaction.atomic():
+        deleted, _ = Conversation.objects.for_user(user).filter(pk=conversation_id).delete()
+        if not deleted:
+            raise Conversation.DoesNotExist
+        memory_services.forget_conversation(user=user, conversation_id=conversation_id)
 
 
 # --- Limits ---
@@ -142,6 +149,9 @@ def send_message(*, user: Any, conversation_id: int, content: str) -> tuple[Mess
     conversation = Conversation.objects.for_user(user).get(pk=conversation_id)
     check_limits(user=user)
     now = timezone.now()
+    # Memory on or off *now*, when it is said: a sweep that runs after memory is switched
+    # back on must not learn from what was said while it was off.
+    learnable = user.memory_enabled and not conversation.incognito
     with transaction.atomic():
         user_message = Message.objects.create(
             user=user,
@@ -150,6 +160,7 @@ def send_message(*, user: Any, conversation_id: int, content: str) -> tuple[Mess
             content=content,
             prompt_tokens=llm.count_tokens(content),
             created_at=now,
+            learnable=learnable,
         )
         reply = Message.objects.create(
             user=user,
@@ -158,6 +169,7 @@ def send_message(*, user: Any, conversation_id: int, content: str) -> tuple[Mess
             status=Message.Status.PENDING,
             model=settings.LLM_CHAT_MODEL,
             created_at=now + timedelta(microseconds=1),
+            learnable=learnable,
         )
         fields = ["updated_at"]
         conversation.updated_at = now
@@ -190,7 +202,8 @@ def retry_reply(*, user: Any, message_id: int) -> Message:
 
 
 def _provisional_title(content: str) -> str:
-    words = " ".join(content.split())
+    # A title is shown everywhere and exported: never with a secret in it.
+    words = " ".join(memory_privacy.redact(content)[0].split())
     if len(words) <= TITLE_MAX_CHARS:
         return words
     return words[: TITLE_MAX_CHARS - 1].rsplit(" ", 1)[0] + "…"
@@ -519,15 +532,16 @@ def learn_from_message(*, message_id: int) -> memory_extraction.ExtractionRun | 
     """Extract memories from one of the person's messages (the Celery task's service).
 
     Nothing happens for a message that is gone (deleted, or its account erased), that is not
-    the person's own words, or that belongs to an incognito conversation. LLM errors propagate
-    so the task can retry.
+    the person's own words, that belongs to an incognito conversation, or that was said while
+    memory was paused (whatever the setting is now). LLM errors propagate so the task can
+    retry.
     """
     message = (
         Message.objects.select_related("conversation", "user")
         .filter(pk=message_id, role=Message.Role.USER)
         .first()
     )
-    if message is None or message.conversation.incognito:
+    if message is None or message.conversation.incognito or not message.learnable:
         return None
     return memory_extraction.extract(
         user=message.user,
@@ -547,6 +561,7 @@ def unlearned_message_ids(*, older_than: timedelta, within: timedelta) -> list[i
             created_at__gte=now - within,
             conversation__incognito=False,
             user__memory_enabled=True,
+            learnable=True,
         )
         .exclude(pk__in=ExtractionRun.objects.values("source_message_id"))
         .values_list("pk", flat=True)[:500]
@@ -572,8 +587,10 @@ def summarize_conversation(*, conversation_id: int) -> bool:
         .filter(conversation=conversation, pk__gt=after, status=Message.Status.COMPLETE)
         .exclude(content="")
         .order_by("created_at", "id")
-        .values("pk", "role", "content")[:60]
+        .values("pk", "role", "content", "learnable")[:60]
     )
+    # What was said while memory was paused is never summarized (nor the replies to it).
+    messages = [m for m in messages if m["learnable"]]
     if not messages:
         return False
     transcript = "\n".join(
@@ -593,14 +610,17 @@ def summarize_conversation(*, conversation_id: int) -> bool:
     if not text:
         return False
     total = (previous.message_count if previous else 0) + len(messages)
-    memory_services.save_summary(
-        user=conversation.user,
-        conversation_id=conversation.pk,
-        conversation_title=conversation.title,
-        content=text,
-        last_message_id=messages[-1]["pk"],
-        message_count=total,
-    )
+    try:
+        memory_services.save_summary(
+            user=conversation.user,
+            conversation_id=conversation.pk,
+            conversation_title=conversation.title,
+            content=text,
+            last_message_id=messages[-1]["pk"],
+            message_count=total,
+        )
+    except memory_services.InvalidMemory:
+        return False  # nothing left once secrets and orders to the assistant were removed
     return True
 
 
@@ -615,7 +635,10 @@ def conversations_to_summarize(*, idle: timedelta, every: int) -> list[int]:
         summary = memory_services.summary_for_conversation(conversation_id=conversation_id)
         after = summary.last_message_id if summary else 0
         new = Message.objects.filter(
-            conversation_id=conversation_id, pk__gt=after, status=Message.Status.COMPLETE
+            conversation_id=conversation_id,
+            pk__gt=after,
+            status=Message.Status.COMPLETE,
+            learnable=True,
         ).count()
         if new >= every or (new >= 2 and updated_at <= now - idle):
             due.append(conversation_id)

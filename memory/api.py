@@ -27,11 +27,7 @@ class MemoryOutput(serializers.ModelSerializer):
         ]  # fmt: skip
 
     def get_provenance(self, memory: Memory) -> dict[str, Any]:
-        return {
-            "message_id": memory.source_message_id,
-            "conversation_id": memory.source_conversation_id,
-            "excerpt": memory.source_excerpt,
-        }
+        return memory.provenance()
 
 
 class EventOutput(serializers.ModelSerializer):

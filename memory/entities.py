@@ -12,9 +12,34 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from config.errors import DomainError
+from memory import privacy
 from memory.models import Entity, EntityEvent, MemoryEvent
 
+
+class InvalidEntity(DomainError):
+    """A name or attribute Mnemo will not keep (a secret, an order to the assistant)."""
+
+    status = 400
+
 _WORD_RE = re.compile(r"[\w'-]+", re.UNICODE)
+
+
+def refused(text: str) -> bool:
+    """A secret or an instruction to the assistant: never kept as an entity's name or value."""
+    return privacy.contains_secret(text) or privacy.is_injection(text)
+
+
+def _check(name: str | None, attributes: dict[str, str]) -> None:
+    if name is not None and refused(name):
+        raise InvalidEntity("This name looks like a secret or an instruction; it is not kept.")
+    for key, value in attributes.items():
+        # Read with its key: "pin": "4512" is a PIN even though "4512" alone is not.
+        if refused(key) or refused(f"{key} is {value}"):
+            raise InvalidEntity(
+                f"“{key}” looks like a secret (a password, code, key or id number); "
+                "Mnemo never stores secrets."
+            )
 
 
 def entity_key(name: str) -> str:
@@ -80,6 +105,7 @@ def upsert_entity(
     """Create the entity or merge new attributes into it; returns it and how many changed."""
     name = " ".join(name.split())[:120]
     attributes = clean_attributes(attributes or {})
+    _check(name, attributes)
     if type not in Entity.Type.values:
         type = Entity.Type.OTHER
     with transaction.atomic():
@@ -118,9 +144,10 @@ def update_entity(
 ) -> Entity:
     """The person's correction: replaces the attributes, history kept.
 
-    Raises Entity.DoesNotExist for an entity that is not theirs.
+    Raises Entity.DoesNotExist for an entity that is not theirs, InvalidEntity for a secret.
     """
     attributes = clean_attributes(attributes)
+    _check(" ".join(name.split()) if name else None, attributes)
     with transaction.atomic():
         entity = Entity.objects.select_for_update().get(user=user, pk=entity_id)
         if name and " ".join(name.split()) != entity.name:
@@ -146,8 +173,20 @@ def update_entity(
     return entity
 
 
+def scrub_history(*, user_id: int, entity_ids: list[int]) -> int:
+    """Remove names and values from every event of these entities: the history keeps that a
+    change happened, when and by whom, not what it said."""
+    return (
+        EntityEvent.objects.filter(user_id=user_id, entity_ref__in=entity_ids)
+        .exclude(attribute="", old_value="", new_value="")
+        .update(attribute="", old_value="", new_value="")
+    )
+
+
 def delete_entity(*, user: Any, entity_id: int) -> None:
+    """Delete an entity; its name and values go from its history too."""
     with transaction.atomic():
         entity = Entity.objects.select_for_update().get(user=user, pk=entity_id)
+        scrub_history(user_id=entity.user_id, entity_ids=[entity.pk])
         _event(entity, "deleted", MemoryEvent.Actor.USER)
         entity.delete()

@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
 from config import llm
-from memory import embeddings, guards, services
+from memory import embeddings, guards, privacy, services
 from memory import entities as entity_services
 from memory.models import Entity, ExtractionRun, Memory, MemoryEvent
 
@@ -230,20 +230,37 @@ def propose(text: str) -> tuple[list[Candidate], list[EntityCandidate]]:
 def screen_entities(
     entities: list[EntityCandidate], source: str, outcome: Outcome
 ) -> list[EntityCandidate]:
-    """Keep entities named in the message, with only the attributes the message supports."""
+    """Keep entities named in the message, with only the attributes the message supports.
+
+    An entity whose name holds a secret or an instruction is dropped; so is an attribute
+    whose value does, read with its key ("pin": "4512" is a PIN even if "4512" alone is not).
+    """
     lowered = source.lower()
+    secret_values = _secret_values(source)
+    findings = privacy.find_secrets(source)
     kept = []
     for entity in entities:
-        if entity.name.lower() not in lowered or guards.contains_secret(entity.name):
-            outcome.rejected.append(("entity not grounded", entity.name))
+        name = entity.name
+        if (
+            name.lower() not in lowered
+            or guards.contains_secret(name)
+            or guards.is_instruction(name)
+            or _holds_any(name, secret_values)
+            or _said_inside_a_secret(name, source, findings)
+        ):
+            outcome.rejected.append(("entity not grounded", entity.type))
             continue
         attributes = {
             key: value
             for key, value in entity.attributes.items()
-            if not guards.contains_secret(value)
+            if not guards.contains_secret(f"{key} is {value}")
+            and not guards.contains_secret(key)
+            and not guards.is_instruction(f"{key}: {value}")
+            and not _holds_any(value, secret_values)
+            and not _said_inside_a_secret(value, source, findings)
             and guards.is_grounded(value, source, threshold=0.6)
         }
-        kept.append(EntityCandidate(entity.name, entity.type, attributes))
+        kept.append(EntityCandidate(name, entity.type, attributes))
     return kept
 
 
@@ -285,39 +302,81 @@ def sentence_candidates(text: str) -> list[Candidate]:
 
 
 def screen(candidates: list[Candidate], source: str, outcome: Outcome) -> list[Candidate]:
-    """Apply the guards; rejected candidates are counted with the reason, never stored."""
+    """Apply the guards; rejected candidates are counted with the reason, never stored.
+
+    A candidate that tries to instruct the assistant is dropped whole; from one that holds a
+    secret, the sentences with the secret are dropped and the rest may stay ("I live in
+    Lyon." out of "I live in Lyon. Use this key: sk-…"). A secret found in the message also
+    removes any candidate sentence that repeats it in other words.
+    """
     kept: list[Candidate] = []
     seen: set[str] = set()
-    source_has_secret = guards.contains_secret(source)
+    secret_values = _secret_values(source)
     for candidate in candidates:
-        content = guards.to_first_person(candidate.content)
         reason = None
-        if not content or len(content) > settings.MEMORY_MAX_CHARS:
-            reason = "empty or too long"
-        elif len(content.split()) < 3:
-            reason = "not a statement"  # "Paris." is an answer, not a memory
-        elif guards.contains_secret(content):
-            reason = "secret"
-        elif guards.is_instruction(content):
+        content = ""
+        if guards.is_instruction(candidate.content):
             reason = "instruction"
-        elif not guards.is_grounded(content, source):
-            reason = "not grounded"
-        elif source_has_secret and _shares_digits_or_tokens(content, source):
-            reason = "secret"
-        elif content.lower() in seen:
-            reason = "repeated"
+        else:
+            cleaned = _without_values(privacy.without_secrets(candidate.content), secret_values)
+            content = guards.to_first_person(cleaned)
+            if not content and candidate.content.strip():
+                reason = "secret"
+            elif not content or len(content) > settings.MEMORY_MAX_CHARS:
+                reason = "empty or too long"
+            elif len(content.split()) < 3:
+                reason = "not a statement"  # "Paris." is an answer, not a memory
+            elif guards.contains_secret(content) or guards.is_instruction(content):
+                reason = "secret"  # what is left after dropping sentences must still be clean
+            elif not guards.is_grounded(content, source):
+                reason = "not grounded"
+            elif content.lower() in seen:
+                reason = "repeated"
         if reason:
-            outcome.rejected.append((reason, content))
+            # The reason and the kind only: a rejected candidate may be a secret.
+            outcome.rejected.append((reason, candidate.kind))
             continue
         seen.add(content.lower())
         kept.append(Candidate(kind=candidate.kind, content=content))
     return kept
 
 
-def _shares_digits_or_tokens(content: str, source: str) -> bool:
-    # When the message holds a secret, a candidate quoting any long token of it is refused.
-    long_tokens = {t for t in re.findall(r"\S{8,}", source) if guards.contains_secret(t)}
-    return any(token in content for token in long_tokens)
+def _secret_values(source: str) -> set[str]:
+    """The secrets of the person's message, to recognise them in the model's rewording."""
+    return {
+        source[f.start : f.end].strip()
+        for f in privacy.find_secrets(source)
+        if len(source[f.start : f.end].strip()) >= 3
+    }
+
+
+def _said_inside_a_secret(text: str, source: str, findings: list[privacy.Finding]) -> bool:
+    """True when `text` is part of a secret of the message (a name given as a security
+    answer is the answer, not a person to remember)."""
+    lowered, needle = source.lower(), text.lower().strip()
+    start = lowered.find(needle) if needle else -1
+    while start >= 0:
+        end = start + len(needle)
+        if any(f.start < end and f.end > start for f in findings):
+            return True
+        start = lowered.find(needle, start + 1)
+    return False
+
+
+def _holds_any(text: str, values: set[str]) -> bool:
+    lowered = text.lower()
+    return any(value.lower() in lowered for value in values)
+
+
+def _without_values(text: str, values: set[str]) -> str:
+    if not values or not _holds_any(text, values):
+        return text
+    kept = [
+        text[start:end]
+        for start, end in privacy.sentences(text)
+        if not _holds_any(text[start:end], values)
+    ]
+    return " ".join(" ".join(part.split()) for part in kept).strip()
 
 
 def _neighbours(user: Any, vector: list[float], limit: int = 3) -> list[tuple[Memory, float]]:
@@ -486,6 +545,7 @@ def _record(
         # Another delivery of the same task finished first: its result stands.
         return None
     if outcome.rejected:
+        # Reasons and kinds only, never the text: a rejected candidate may be a secret.
         logger.info("extraction of message %s rejected %s", source_message_id, outcome.rejected)
     return run
 

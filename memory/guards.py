@@ -9,89 +9,36 @@ from __future__ import annotations
 
 import re
 
-# --- Secrets ---
+from stdnum import luhn
 
-_KEY_PATTERNS = [
-    r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{16,}",  # OpenAI/Stripe-style keys
-    r"\bAKIA[0-9A-Z]{16}\b",  # AWS access key id
-    r"\bgh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens
-    r"\bxox[abprs]-[A-Za-z0-9-]{10,}",  # Slack tokens
-    r"\bAIza[0-9A-Za-z_\-]{35}\b",  # Google API keys
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
-    r"\beyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.",  # JWTs
-]
-_KEY_RE = re.compile("|".join(_KEY_PATTERNS))
-# A long token mixing letters and digits looks like a credential, not like prose.
-_OPAQUE_TOKEN_RE = re.compile(
-    r"\b(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{24,}\b"
-)
-_SECRET_WORDS_RE = re.compile(
-    r"\b(pass ?words?|passwd|pass ?phrases?|passcodes?|pin(?: code)?|api[ _-]?keys?|secret keys?|"
-    r"access tokens?|auth tokens?|private keys?|recovery codes?|seed phrases?|cvv|cvc|"
-    r"social security numbers?|ssn|iban|credit card|card number|bank account number)\b",
-    re.IGNORECASE,
-)
-_DIGIT_RUN_RE = re.compile(r"(?:\d[ \-]?){13,19}")
+from memory import privacy
+
+# --- Secrets ---
+# The detectors live in memory.privacy (one filter for every text Mnemo keeps); these names
+# stay for the callers that screen candidates.
 
 
 def luhn_valid(digits: str) -> bool:
     """The Luhn checksum that every payment card number satisfies."""
-    if not digits.isdigit():
-        return False
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
+    return digits.isdigit() and luhn.is_valid(digits)
 
 
 def contains_card_number(text: str) -> bool:
-    for match in _DIGIT_RUN_RE.finditer(text):
-        # A card is written as whole groups ("4111 1111 1111 1111", maybe followed by an
-        # expiry): try runs of consecutive groups, never arbitrary slices of digits, of which
-        # one in ten passes Luhn by chance (most 16-digit numbers would then look like cards).
-        groups = re.findall(r"\d+", match.group())
-        for first in range(len(groups)):
-            for last in range(first + 1, len(groups) + 1):
-                digits = "".join(groups[first:last])
-                if 13 <= len(digits) <= 19 and luhn_valid(digits):
-                    return True
-    return False
+    return any(f.kind == "card number" for f in privacy.find_secrets(text))
 
 
 def contains_secret(text: str) -> bool:
-    """Passwords, API keys, tokens, card numbers: never stored, whatever the model says."""
-    return bool(
-        _KEY_RE.search(text)
-        or _OPAQUE_TOKEN_RE.search(text)
-        or _SECRET_WORDS_RE.search(text)
-        or contains_card_number(text)
-    )
+    """Keys, tokens, passwords, codes, card, account and id numbers: never stored."""
+    return privacy.contains_secret(text)
 
 
 # --- Instructions aimed at the assistant ---
 
-_INSTRUCTION_RE = re.compile(
-    r"\byou (?:must|should|shall|will|have to|need to|are to|always|never|can't|cannot|may not)\b"
-    r"|\b(?:always|never) (?:respond|answer|reply|say|use|call|refer|mention|talk|write|tell)\b"
-    r"|\bignore (?:all|any|the|previous|prior|your)\b"
-    r"|\bfrom now on\b"
-    r"|\bsystem prompt\b"
-    r"|\b(?:remember|note|keep in mind) that you\b"
-    r"|\byour (?:instructions|rules|prompt|guidelines)\b"
-    r"|\b(?:the )?assistant (?:must|should|will|is to)\b"
-    r"|\bact as\b|\bpretend (?:to be|you)\b|\bjailbreak\b",
-    re.IGNORECASE,
-)
-
 
 def is_instruction(text: str) -> bool:
-    """Orders for the assistant ("remember that you must always …") are not facts."""
-    return bool(_INSTRUCTION_RE.search(text))
+    """Text that tries to instruct the assistant or change the prompt ("ignore your rules",
+    role tags, chat-template tokens); a preference phrased as a request is not one."""
+    return privacy.is_injection(text)
 
 
 # --- Grounding ---

@@ -56,8 +56,12 @@ class Memory(models.Model):
     # memory outlives the conversation it was learned in unless the person deletes it.
     source_message_id = models.BigIntegerField(null=True, blank=True)
     source_conversation_id = models.BigIntegerField(null=True, blank=True)
-    # The person's own words the memory was grounded in (shown as "where it came from").
+    # The person's own words the memory was grounded in (shown as "where it came from"),
+    # secrets replaced by a placeholder.
     source_excerpt = models.TextField(blank=True)
+    # Learned in a conversation the person has since deleted: the memory stays (it is their
+    # fact), its quote and links to the conversation go.
+    source_deleted = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -76,6 +80,22 @@ class Memory(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.content[:60]}"
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the memory came from, as the API and the export show it."""
+        if self.source_deleted:
+            origin = "a deleted conversation"
+        elif self.source_message_id:
+            origin = "a conversation"
+        else:
+            origin = "added by you"
+        return {
+            "message_id": self.source_message_id,
+            "conversation_id": self.source_conversation_id,
+            "excerpt": self.source_excerpt,
+            "conversation_deleted": self.source_deleted,
+            "from": origin,
+        }
 
 
 class MemoryEvent(models.Model):

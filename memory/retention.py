@@ -2,7 +2,8 @@
 
 Idempotent and catch-up by construction: each run removes whatever is expired or over cap
 *now*, however long the job was down. Pinned memories never expire and are never trimmed.
-Each removal is recorded as an `expired` event without the text (the point is not to keep it).
+Each removal is recorded as an `expired` event without the text (the point is not to keep it),
+and the text of the memory's earlier events goes too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from django.db.models import Count, F, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
-from memory.models import Entity, Memory, MemoryEvent, RetentionPolicy, RetentionRun
+from memory.models import (
+    Entity,
+    EntityEvent,
+    Memory,
+    MemoryEvent,
+    RetentionPolicy,
+    RetentionRun,
+)
 
 BATCH_SIZE = 1000
 
@@ -50,6 +58,10 @@ def _remove(ids: list[int], counts: dict[str, int], kind: str, **still: Any) -> 
             .filter(pk__in=ids, pinned=False, **still)
             .values_list("pk", "user_id")
         )
+        # The words of every earlier event go with the memory (added, updated, pinned).
+        MemoryEvent.objects.filter(memory_ref__in=[pk for pk, _ in rows]).exclude(
+            old_content="", new_content=""
+        ).update(old_content="", new_content="")
         MemoryEvent.objects.bulk_create(
             MemoryEvent(
                 user_id=user_id,
@@ -128,7 +140,13 @@ def _remove_stale_entities(now: datetime) -> int:
     stale = Entity.objects.filter(
         updated_at__lte=now - timedelta(days=policy.ttl_days), memories__isnull=True
     )
-    count, _ = Entity.objects.filter(pk__in=list(stale.values_list("pk", flat=True))).delete()
+    with transaction.atomic():
+        ids = list(stale.values_list("pk", flat=True))
+        # Names and values go from the entities' history too.
+        EntityEvent.objects.filter(entity_ref__in=ids).exclude(
+            attribute="", old_value="", new_value=""
+        ).update(attribute="", old_value="", new_value="")
+        count, _ = Entity.objects.filter(pk__in=ids).delete()
     return count
 
 

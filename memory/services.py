@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from config import llm
 from config.errors import DomainError
-from memory import embeddings, retention
+from memory import embeddings, privacy, retention
 from memory.entities import names_in as entity_names_in
 from memory.models import ConversationSummary, Memory, MemoryEvent
 
@@ -38,6 +38,8 @@ class MemoryGone(MemoryRequestError):
 
 
 def clean_content(content: Any) -> str:
+    """Whitespace-normalised memory text; raises InvalidMemory for empty, too long, a secret
+    or an instruction to the assistant (none of them is ever stored, whoever writes it)."""
     text = " ".join(content.split()) if isinstance(content, str) else ""
     if not text:
         raise InvalidMemory("A memory cannot be empty.")
@@ -45,6 +47,16 @@ def clean_content(content: Any) -> str:
     if len(text) > limit:
         raise InvalidMemory(
             f"A memory can be at most {limit} characters (this one has {len(text)})."
+        )
+    if privacy.contains_secret(text):
+        raise InvalidMemory(
+            "This looks like a secret (a password, code, key, card, account or id number). "
+            "Mnemo never stores secrets: keep them in a password manager."
+        )
+    if privacy.is_injection(text):
+        raise InvalidMemory(
+            "This reads as an instruction to the assistant (a role tag or an order to ignore "
+            "its rules), not as something about you, so it is not stored."
         )
     return text
 
@@ -104,7 +116,8 @@ def remember(
             importance=max(0.0, min(1.0, importance)),
             source_message_id=source_message_id,
             source_conversation_id=source_conversation_id,
-            source_excerpt=source_excerpt[:1000],
+            # The person's words, with any secret in them replaced by a placeholder.
+            source_excerpt=privacy.redact(source_excerpt[:1000])[0],
         )
         _event(memory, MemoryEvent.Action.ADDED, actor, new=content, source=source_message_id)
     return memory
@@ -175,6 +188,16 @@ def set_pinned(*, user: Any, memory_id: int, pinned: bool) -> Memory:
     return memory
 
 
+def scrub_history(*, user: Any, memory_ids: list[int]) -> int:
+    """Remove the words from every event of these memories: history keeps that something
+    happened, when and by whom, never what a forgotten memory said. Returns events scrubbed."""
+    return (
+        MemoryEvent.objects.filter(user=user, memory_ref__in=memory_ids)
+        .exclude(old_content="", new_content="")
+        .update(old_content="", new_content="")
+    )
+
+
 def forget(
     *,
     user: Any,
@@ -182,32 +205,49 @@ def forget(
     actor: str = MemoryEvent.Actor.USER,
     source_message_id: int | None = None,
 ) -> None:
-    """Delete a memory: gone from recall at once.
+    """Delete a memory: gone from recall at once, and its words gone from its history.
 
-    When the person deletes it, the event keeps no text (they asked Mnemo to forget it);
-    when the extractor deletes a contradicted fact, the old text stays in the history.
+    Whoever deletes it (the person, the extractor for a contradicted fact, an admin), the
+    `deleted` event and every earlier event of the memory keep no text. While a memory lives,
+    its history keeps the old text of each correction.
     """
     with transaction.atomic():
         memory = _locked(user, memory_id)
-        keep_text = actor != MemoryEvent.Actor.USER
-        _event(
-            memory,
-            MemoryEvent.Action.DELETED,
-            actor,
-            old=memory.content if keep_text else "",
-            source=source_message_id,
-        )
+        scrub_history(user=user, memory_ids=[memory.pk])
+        _event(memory, MemoryEvent.Action.DELETED, actor, source=source_message_id)
         memory.delete()
 
 
 def forget_all(*, user: Any) -> int:
-    """Delete every memory and summary of the person and their history; returns the count."""
+    """Delete every memory, summary and entity of the person and their histories; returns
+    the number of memories."""
+    from memory.models import Entity, EntityEvent
+
     with transaction.atomic():
         # The total would also count the cascaded "memories used" links of chat messages.
         _, per_model = Memory.objects.for_user(user).delete()
         MemoryEvent.objects.filter(user=user).delete()
         ConversationSummary.objects.filter(user=user).delete()
+        Entity.objects.filter(user=user).delete()
+        EntityEvent.objects.filter(user=user).delete()
     return per_model.get(Memory._meta.label, 0)
+
+
+def forget_conversation(*, user: Any, conversation_id: int) -> int:
+    """A conversation was deleted: its summary goes, and the memories learned in it stay
+    (they are the person's facts) without its words or links to it. Returns the memories
+    that lost their quote. Call inside the transaction that deletes the conversation."""
+    ConversationSummary.objects.filter(user=user, conversation_id=conversation_id).delete()
+    return (
+        Memory.objects.for_user(user)
+        .filter(source_conversation_id=conversation_id)
+        .update(
+            source_excerpt="",
+            source_message_id=None,
+            source_conversation_id=None,
+            source_deleted=True,
+        )
+    )
 
 
 def confirm(*, user: Any, memory_id: int) -> None:
@@ -238,8 +278,16 @@ def save_summary(
     last_message_id: int,
     message_count: int,
 ) -> ConversationSummary:
-    """Create or replace the rolling summary of a conversation (embedded for recall)."""
-    content = " ".join(content.split())[:4000]
+    """Create or replace the rolling summary of a conversation (embedded for recall).
+
+    The text goes through the privacy filter first: secrets become placeholders and
+    sentences that try to instruct the assistant are dropped (a summary is recalled into
+    later prompts). Raises InvalidMemory, storing nothing, when nothing is left.
+    """
+    content = privacy.clean_text(" ".join(content.split()))[:4000]
+    if not content.strip():
+        raise InvalidMemory("Nothing is left of this summary once secrets and orders are removed.")
+    conversation_title = privacy.redact(privacy.without_injections(conversation_title))[0]
     vector = embeddings.embed_one(content)
     summary, _ = ConversationSummary.objects.update_or_create(
         user=user,

@@ -17,6 +17,7 @@ from django_htmx.http import reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from accounts import services as account_services
+from config.errors import DomainError
 from memory import entities as entity_services
 from memory import selectors, services
 from memory.models import ConversationSummary, Entity, Memory
@@ -48,7 +49,7 @@ def _list(request: HttpRequest, status: int = 200, **extra: Any) -> HttpResponse
     )
 
 
-def _error(request: HttpRequest, exc: services.MemoryRequestError, target: str) -> HttpResponse:
+def _error(request: HttpRequest, exc: DomainError, target: str) -> HttpResponse:
     response = render(request, f"{TEMPLATE}#form-error", {"error": exc.message}, status=exc.status)
     # The forms swap their results outerHTML; the message goes *inside* the error slot, which
     # must survive for the next attempt.
@@ -207,12 +208,15 @@ def edit_entity(request: HttpRequest, entity_id: int) -> HttpResponse:
     """GET: the entity's edit form; POST: save its name and attributes (history kept)."""
     try:
         if request.method == "POST":
-            entity = entity_services.update_entity(
-                user=request.user,
-                entity_id=entity_id,
-                name=request.POST.get("name") or None,
-                attributes=parse_attributes(request.POST.get("attributes", "")),
-            )
+            try:
+                entity = entity_services.update_entity(
+                    user=request.user,
+                    entity_id=entity_id,
+                    name=request.POST.get("name") or None,
+                    attributes=parse_attributes(request.POST.get("attributes", "")),
+                )
+            except entity_services.InvalidEntity as exc:
+                return _error(request, exc, f"#entity-{entity_id} .form-error")
             return render(request, f"{TEMPLATE}#entity-item", {"entity": entity})
         entity = selectors.entity_for(user=request.user, entity_id=entity_id)
     except Entity.DoesNotExist:

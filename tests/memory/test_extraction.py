@@ -366,7 +366,8 @@ def test_several_ambiguous_statements_take_one_decision_call(user: Any, fake_llm
     assert Memory.objects.get(pk=tennis.pk).content == "I play squash on Sundays."
     assert Memory.objects.filter(pk=spanish.pk).exists()
     deleted = MemoryEvent.objects.get(memory_ref=coffee.pk, action="deleted")
-    assert (deleted.actor, deleted.old_content) == ("extractor", "I drink coffee every morning.")
+    # A contradicted fact is deleted: once a memory is deleted, by anyone, its words go.
+    assert (deleted.actor, deleted.old_content) == ("extractor", "")
     assert deleted.source_message_id == message.pk
 
 

@@ -101,6 +101,8 @@ def test_update_memory_can_change_only_the_kind(user: Any) -> None:
 
 def test_forget_by_the_person_leaves_no_text_in_the_history(user: Any) -> None:
     memory = services.remember(user=user, content="I am afraid of spiders.")
+    services.update_memory(user=user, memory_id=memory.pk, content="I am afraid of big spiders.")
+    services.set_pinned(user=user, memory_id=memory.pk, pinned=True)
 
     services.forget(user=user, memory_id=memory.pk)
 
@@ -108,11 +110,15 @@ def test_forget_by_the_person_leaves_no_text_in_the_history(user: Any) -> None:
     deleted = MemoryEvent.objects.get(memory_ref=memory.pk, action="deleted")
     assert (deleted.actor, deleted.old_content, deleted.new_content) == ("user", "", "")
     assert deleted.memory is None
-    # The deletion keeps no text; the "added" event is the person's to erase with forget_all.
-    assert "spiders" not in deleted.old_content + deleted.new_content
+    # The earlier events (added, updated, pinned) keep that they happened, not the words.
+    events = MemoryEvent.objects.filter(memory_ref=memory.pk)
+    assert sorted(events.values_list("action", flat=True)) == [
+        "added", "deleted", "pinned", "updated",
+    ]  # fmt: skip
+    assert all(e.old_content == e.new_content == "" for e in events)
 
 
-def test_forget_by_the_extractor_keeps_the_old_text_in_the_history(user: Any) -> None:
+def test_forget_by_the_extractor_also_leaves_no_text_in_the_history(user: Any) -> None:
     memory = services.remember(user=user, content="I am vegetarian.")
 
     services.forget(
@@ -121,11 +127,8 @@ def test_forget_by_the_extractor_keeps_the_old_text_in_the_history(user: Any) ->
 
     assert not Memory.objects.filter(pk=memory.pk).exists()
     deleted = MemoryEvent.objects.get(memory_ref=memory.pk, action="deleted")
-    assert (deleted.actor, deleted.old_content, deleted.source_message_id) == (
-        "extractor",
-        "I am vegetarian.",
-        9,
-    )
+    assert (deleted.actor, deleted.old_content, deleted.source_message_id) == ("extractor", "", 9)
+    assert not MemoryEvent.objects.filter(memory_ref=memory.pk).exclude(new_content="").exists()
 
 
 def test_set_pinned_records_pin_and_unpin_once_each(user: Any) -> None:

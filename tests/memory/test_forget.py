@@ -1,0 +1,246 @@
+"""Forget means gone: after each forget action, no table and no export holds the words.
+
+Each test plants a unique canary in the text being forgotten, checks the scanners find it,
+forgets it through the page, the API or the service that does it, then scans every table of
+the database (every row, every column, as text) and the person's export for it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from chat import services as chat_services
+from chat.export import export_everything
+from chat.models import Message
+from memory import entities as entity_services
+from memory import extraction, retention
+from memory import services as memory_services
+from memory.models import ConversationSummary, Entity, EntityEvent, Memory, MemoryEvent
+from memory.models import RetentionPolicy
+from tests.accounts.test_erasure import _rows_containing
+from tests.fake_llm import FakeLLM, fake_embedding
+
+pytestmark = pytest.mark.django_db
+
+CANARY = "quokka-5e1b"
+
+
+def _vector(text: str) -> list[float]:
+    return fake_embedding(text, 384)
+
+
+def _traces(user: Any, needle: str = CANARY) -> dict[str, int]:
+    """Where `needle` still is: every table, and the person's export."""
+    found = _rows_containing(needle)
+    if needle in json.dumps(export_everything(user=user)):
+        found["export"] = 1
+    return found
+
+
+def _corrected_and_pinned(user: Any) -> Memory:
+    """A memory with a history: added, corrected twice, pinned (every event holds its text)."""
+    memory = memory_services.remember(
+        user=user, content=f"My locker nickname is {CANARY}", embedding=_vector("a")
+    )
+    memory_services.update_memory(
+        user=user, memory_id=memory.pk, content=f"My gym nickname is {CANARY}",
+        embedding=_vector("b"),
+    )  # fmt: skip
+    memory_services.update_memory(
+        user=user, memory_id=memory.pk, content=f"My climbing nickname is {CANARY}",
+        embedding=_vector("c"),
+    )  # fmt: skip
+    memory_services.set_pinned(user=user, memory_id=memory.pk, pinned=True)
+    return memory
+
+
+def test_deleting_a_memory_on_the_page_leaves_its_words_nowhere(
+    user: Any, user_client: Client
+) -> None:
+    memory = _corrected_and_pinned(user)
+    assert "memory_memoryevent" in _traces(user)
+
+    response = user_client.post(reverse("memory:delete", args=[memory.pk]))
+
+    assert response.status_code == 200
+    assert _traces(user) == {}
+    # The history still says what happened, when and by whom.
+    actions = MemoryEvent.objects.filter(memory_ref=memory.pk).values_list("action", "actor")
+    assert sorted(actions) == [
+        ("added", "user"), ("deleted", "user"), ("pinned", "user"), ("updated", "user"),
+        ("updated", "user"),
+    ]  # fmt: skip
+
+
+def test_deleting_a_memory_through_the_api_leaves_its_words_nowhere(
+    user: Any, user_client: Client
+) -> None:
+    memory = _corrected_and_pinned(user)
+
+    response = user_client.delete(reverse("api-memory", args=[memory.pk]))
+
+    assert response.status_code == 204
+    assert _traces(user) == {}
+    history = user_client.get(reverse("api-memory-history", args=[memory.pk]))
+    assert history.status_code == 200
+    assert CANARY not in history.content.decode()
+
+
+def test_a_fact_the_extractor_deletes_as_contradicted_leaves_its_words_nowhere(
+    user: Any, fake_llm: FakeLLM
+) -> None:
+    memory = _corrected_and_pinned(user)
+    memory_services.set_pinned(user=user, memory_id=memory.pk, pinned=False)
+
+    memory_services.forget(user=user, memory_id=memory.pk, actor="extractor", source_message_id=7)
+
+    assert _traces(user) == {}
+    deleted = MemoryEvent.objects.get(memory_ref=memory.pk, action="deleted")
+    assert (deleted.actor, deleted.source_message_id) == ("extractor", 7)
+
+
+def test_a_memory_removed_by_retention_leaves_its_words_nowhere(user: Any) -> None:
+    RetentionPolicy.objects.update_or_create(kind="fact", defaults={"ttl_days": 30})
+    memory = _corrected_and_pinned(user)
+    memory_services.set_pinned(user=user, memory_id=memory.pk, pinned=False)
+    Memory.objects.filter(pk=memory.pk).update(expires_at=timezone.now() - timedelta(days=1))
+
+    run = retention.run_retention()
+
+    assert run.expired == {"fact": 1}
+    assert _traces(user) == {}
+    assert MemoryEvent.objects.filter(memory_ref=memory.pk, action="expired").exists()
+
+
+def test_a_memory_trimmed_over_the_cap_leaves_its_words_nowhere(user: Any) -> None:
+    RetentionPolicy.objects.update_or_create(kind="fact", defaults={"max_per_user": 1})
+    memory = _corrected_and_pinned(user)
+    memory_services.set_pinned(user=user, memory_id=memory.pk, pinned=False)
+    Memory.objects.filter(pk=memory.pk).update(importance=0.0)
+    memory_services.remember(user=user, content="I keep bees on the roof", embedding=_vector("d"))
+
+    run = retention.run_retention()
+
+    assert run.trimmed == {"fact": 1}
+    assert _traces(user) == {}
+
+
+def test_deleting_an_entity_leaves_its_name_and_values_nowhere(
+    user: Any, user_client: Client
+) -> None:
+    entity, _ = entity_services.upsert_entity(
+        user=user, name=f"Rex {CANARY}", type="pet", attributes={"species": "dog"}
+    )
+    entity_services.update_entity(
+        user=user, entity_id=entity.pk, attributes={"species": "dog", "toy": f"ball {CANARY}"}
+    )
+    assert "memory_entityevent" in _traces(user)
+
+    response = user_client.post(reverse("memory:delete-entity", args=[entity.pk]))
+
+    assert response.status_code == 200
+    assert _traces(user) == {}
+    assert _traces(user, "species") == {}
+    assert sorted(
+        EntityEvent.objects.filter(entity_ref=entity.pk).values_list("action", flat=True)
+    ) == ["added", "deleted", "updated", "updated"]
+
+
+def test_a_stale_entity_removed_by_retention_leaves_its_name_nowhere(user: Any) -> None:
+    RetentionPolicy.objects.update_or_create(kind="fact", defaults={"ttl_days": 30})
+    entity, _ = entity_services.upsert_entity(
+        user=user, name=f"Café {CANARY}", type="place", attributes={"street": "Rua Augusta"}
+    )
+    Entity.objects.filter(pk=entity.pk).update(updated_at=timezone.now() - timedelta(days=60))
+
+    retention.run_retention()
+
+    assert not Entity.objects.filter(pk=entity.pk).exists()
+    assert _traces(user) == {}
+    assert _traces(user, "Rua Augusta") == {}
+
+
+def _facts(request: dict[str, Any]) -> str | dict[str, Any]:
+    schema = (request.get("response_format") or {}).get("schema") or {}
+    if "facts" in schema.get("properties", {}):
+        return {
+            "facts": [{"kind": "fact", "content": "I keep bees on the roof"}],
+            "entities": [{"name": CANARY, "type": "other", "attributes": {}}],
+        }
+    if "decisions" in schema.get("properties", {}):
+        return {"decisions": []}
+    return f"I told the assistant my codename {CANARY} and that I keep bees."
+
+
+def test_deleting_a_conversation_takes_its_summary_and_quotes_and_keeps_its_memories(
+    user: Any, user_client: Client, fake_llm: FakeLLM, settings: Any
+) -> None:
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
+    fake_llm.responder = _facts
+    conversation = chat_services.start_conversation(user=user)
+    said = f"My codename is {CANARY} and I keep bees on the roof."
+    message, reply = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content=said
+    )
+    Message.objects.filter(pk=reply.pk).update(status="complete", content="Lovely bees.")
+    extraction.extract(
+        user=user, text=said, source_message_id=message.pk, source_conversation_id=conversation.pk
+    )
+    assert chat_services.summarize_conversation(conversation_id=conversation.pk)
+    bees = Memory.objects.get(user=user, content="I keep bees on the roof.")
+    assert CANARY in bees.source_excerpt
+    for table in ("memory_memory", "memory_conversationsummary", "chat_message"):
+        assert table in _traces(user)
+    # The memory entity named by the canary is the person's to delete, separately.
+    Entity.objects.filter(user=user).delete()
+    EntityEvent.objects.filter(user=user).delete()
+
+    response = user_client.post(reverse("chat:delete", args=[conversation.pk]))
+
+    assert response.status_code in (200, 302)
+    assert _traces(user) == {}
+    assert not ConversationSummary.objects.filter(user=user).exists()
+    # The memory stays, its provenance says where it came from, everywhere it is shown.
+    bees.refresh_from_db()
+    assert (bees.source_excerpt, bees.source_message_id, bees.source_conversation_id) == (
+        "", None, None,
+    )  # fmt: skip
+    assert bees.source_deleted
+    page = user_client.get(reverse("memory:index")).content.decode()
+    assert "Learned from a deleted conversation" in page
+    api = user_client.get(reverse("api-memories")).json()
+    provenance = next(m["provenance"] for m in api if m["id"] == bees.pk)
+    assert provenance["from"] == "a deleted conversation"
+    assert provenance["conversation_deleted"] is True and provenance["excerpt"] == ""
+    exported = next(m for m in export_everything(user=user)["memories"] if m["id"] == bees.pk)
+    assert exported["source"] == provenance
+    # And a later conversation recalls nothing of it.
+    recalled = memory_services.recall(user=user, query=f"codename {CANARY}")
+    assert not recalled.summaries
+
+
+def test_forget_everything_leaves_no_memory_summary_entity_or_history(
+    user: Any, user_client: Client
+) -> None:
+    _corrected_and_pinned(user)
+    entity_services.upsert_entity(user=user, name=f"Rex {CANARY}", attributes={"kind": "dog"})
+    memory_services.save_summary(
+        user=user, conversation_id=991, conversation_title=f"About {CANARY}",
+        content=f"I talked about {CANARY}.", last_message_id=1, message_count=2,
+    )  # fmt: skip
+    traces = _traces(user)
+    for table in ("memory_memory", "memory_memoryevent", "memory_conversationsummary",
+                  "memory_entity", "memory_entityevent"):  # fmt: skip
+        assert table in traces
+
+    response = user_client.post(reverse("memory:forget-all"), {"confirm": "forget everything"})
+
+    assert response.status_code in (200, 302)
+    assert _traces(user) == {}
