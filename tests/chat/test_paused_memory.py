@@ -25,8 +25,9 @@ def _echo(request: dict[str, Any]) -> str | dict[str, Any]:
     schema = (request.get("response_format") or {}).get("schema") or {}
     text = request["messages"][-1]["content"]
     if "facts" in schema.get("properties", {}):
+        kind = "profile" if text.startswith("I live") else "fact"  # profile: always recalled
         return {
-            "facts": [{"kind": "fact", "content": text}],
+            "facts": [{"kind": kind, "content": text}],
             "entities": [{"name": "Ravi", "type": "person", "attributes": {}}]
             if "Ravi" in text
             else [],
