@@ -22,6 +22,7 @@ class InvalidEntity(DomainError):
 
     status = 400
 
+
 _WORD_RE = re.compile(r"[\w'-]+", re.UNICODE)
 
 

@@ -188,7 +188,9 @@ _ID_CONTEXT_RE = re.compile(
     re.IGNORECASE,
 )
 _IBAN_START = re.compile(r"\b[A-Za-z]{2}\d{2}(?=[ \-]?[A-Za-z0-9])")
-_ALNUM_ID_RE = re.compile(r"\b(?:\d{8}[A-Za-z]|[A-Za-z]{6}\d{2}[A-Za-z]\d{2}[A-Za-z]\d{3}[A-Za-z])\b")
+_ALNUM_ID_RE = re.compile(
+    r"\b(?:\d{8}[A-Za-z]|[A-Za-z]{6}\d{2}[A-Za-z]\d{2}[A-Za-z]\d{3}[A-Za-z])\b"
+)
 _NINO_RE = re.compile(r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b")
 
 
@@ -223,7 +225,9 @@ def _span_of_groups(
     match: re.Match[str], groups: list[str], first: int, last: int, kind: str
 ) -> Finding:
     positions = [m.span() for m in re.finditer(r"\d+", match.group())]
-    return Finding(kind, match.start() + positions[first][0], match.start() + positions[last - 1][1])
+    return Finding(
+        kind, match.start() + positions[first][0], match.start() + positions[last - 1][1]
+    )
 
 
 def _ibans(text: str) -> Iterator[Finding]:
@@ -238,7 +242,9 @@ def _ibans(text: str) -> Iterator[Finding]:
             char = text[position]
             if char.isalnum():
                 chars.append((char, position))
-            elif char not in " -" or not (position + 1 < len(text) and text[position + 1].isalnum()):
+            elif char not in " -" or not (
+                position + 1 < len(text) and text[position + 1].isalnum()
+            ):
                 break
             position += 1
         for length in range(len(chars), 14, -1):
@@ -266,13 +272,14 @@ _NOT_A_VALUE = frozenset(
     changed reset expired stored saved written wrong right correct incorrect required needed
     missing lost forgotten there here in on at for of to with from by and or but if when as
     be been being is are was were will would should could can cannot must might may
-    something anything nothing everything somewhere case sensitive""".split()
+    something anything nothing everything somewhere case sensitive""".split()  # noqa: SIM905  (a word list reads better as text)
 )
 
 _CREDENTIAL = (
     r"(?:pass(?:word|wd|phrase|code)?s?|pass[ -](?:word|phrase)s?|pwd?|mot de passe|"
-    r"contrase[ñn]a|passwort|login|log-?in|sign-?in|credentials?|wi-?fi(?: key)?|wlan|wpa(?:2)?(?: key)?|"
-    r"network key|(?:api|access|auth|bearer|secret|private|session|webhook|bot)[ _-]?(?:key|token|secret)s?|"
+    r"contrase[ñn]a|passwort|login|log-?in|sign-?in|credentials?|wi-?fi(?: key)?|wlan|"
+    r"wpa(?:2)?(?: key)?|network key|"
+    r"(?:api|access|auth|bearer|secret|private|session|webhook|bot)[ _-]?(?:key|token|secret)s?|"
     r"tokens?|keys?|secret)"
 )
 _CODE = (
@@ -283,24 +290,23 @@ _CODE = (
     r"codes?|combination|combo|cvv2?|cvc2?|csc)"
 )
 _SEPARATOR = (
-    r"(?:\s*(?:is|was|are|were|will be|set to|changed to|reads|to)?\s*(?:[:=\-→]|->)?\s*)"
+    r"(?:\s*(?:is|was|are|were|will be|set to|changed to|reads|to)?\s*(?:[:=\-\u2192]|->)?\s*)"
 )
-_QUALIFIER = (
-    r"(?:\s+(?:for|of|to|on|at|du|de|des|für|pour|para|per)\s+(?:[\w'’.-]+\s+){0,3}?[\w'’.-]+)?"
-)
+_QUALIFIER = r"(?:\s+(?:for|of|to|on|at|du|de|des|für|pour|para|per)\s+(?:[\w'\u2019.-]+\s+){0,3}?[\w'\u2019.-]+)?"
 _ASIDE = r"(?:\s*\([^)]{0,30}\))?"
 _PASSWORD_RE = re.compile(
-    rf"\b{_CREDENTIAL}\b{_QUALIFIER}{_ASIDE}(?P<separator>{_SEPARATOR})['\"“‘]?"
-    rf"(?!(?:{'|'.join(sorted(_NOT_A_VALUE))})(?![\w]))(?P<value>[^\s'\"”’,;]+)",
+    rf"\b{_CREDENTIAL}\b{_QUALIFIER}{_ASIDE}(?P<separator>{_SEPARATOR})['\"\u201c\u2018]?"
+    rf"(?!(?:{'|'.join(sorted(_NOT_A_VALUE))})(?![\w]))(?P<value>[^\s'\"\u201d\u2019,;]+)",
     re.IGNORECASE,
 )
 _PASSPHRASE_RE = re.compile(
     rf"\b(?:pass[ -]?phrase|seed phrase|recovery phrase|mnemonic|secret phrase){_QUALIFIER}"
-    rf"(?:\s+\w+){{0,2}}?\s*(?:is|was|are|=|:)\s*:?\s*['\"“‘]?(?P<value>[a-z]+(?:[ -][a-z]+){{2,23}})",
+    rf"(?:\s+\w+){{0,2}}?\s*(?:is|was|are|=|:)\s*:?\s*['\"\u201c\u2018]?"
+    rf"(?P<value>[a-z]+(?:[ -][a-z]+){{2,23}})",
     re.IGNORECASE,
 )
 _QUOTED_PASSPHRASE_RE = re.compile(
-    r"['\"“‘](?P<value>[^'\"”’]{3,80})['\"”’]\s+(?:as|is)\s+(?:the|my)\s+(?:\w+\s+){0,2}"
+    r"['\"\u201c\u2018](?P<value>[^'\"\u201d\u2019]{3,80})['\"\u201d\u2019]\s+(?:as|is)\s+(?:the|my)\s+(?:\w+\s+){0,2}"
     r"(?:pass(?:word|phrase)|pin|code)",
     re.IGNORECASE,
 )
@@ -310,7 +316,7 @@ _VALUE_BEFORE_RE = re.compile(
     re.IGNORECASE,
 )
 _CODE_RE = re.compile(
-    rf"\b{_CODE}\b(?:\s+(?:for|of|to|on|at)\s+(?:[\w'’.-]+\s+){{0,4}}?)?(?:[^\w\n]{{0,3}}\w+){{0,5}}?"
+    rf"\b{_CODE}\b(?:\s+(?:for|of|to|on|at)\s+(?:[\w'\u2019.-]+\s+){{0,4}}?)?(?:[^\w\n]{{0,3}}\w+){{0,5}}?"
     rf"[^\w\n]{{0,4}}(?P<value>#?\d[\dA-Za-z]*(?:[ \-]\d[\dA-Za-z]*)*\*?#?)",
     re.IGNORECASE,
 )
@@ -327,7 +333,7 @@ _SECURITY_QA_RE = re.compile(
     re.IGNORECASE,
 )
 _ANSWER_RE = re.compile(
-    r"(?:\b(?:is|was|are|answer(?:ed)?|put|use|:|=)\b|[:=,])\s*['\"“‘]?(?P<value>[^.!?\n]+)",
+    r"(?:\b(?:is|was|are|answer(?:ed)?|put|use|:|=)\b|[:=,])\s*['\"\u201c\u2018]?(?P<value>[^.!?\n]+)",
     re.IGNORECASE,
 )
 _ID_RE = re.compile(
@@ -397,17 +403,25 @@ def _rules(text: str) -> Iterator[Finding]:
             or [len(text)]
         )
         # A question and its answer may be two sentences: "security question: …. Answer: …".
-        following = re.match(r"[.!?]\s+answer\s*[:=-]?\s*(?P<value>[^.!?\n]+)", text[sentence_end:], re.I)
+        following = re.match(
+            r"[.!?]\s+answer\s*[:=-]?\s*(?P<value>[^.!?\n]+)", text[sentence_end:], re.I
+        )
         if following:
             yield Finding(
-                "security answer", sentence_end + following.start("value"), sentence_end + following.end("value")
+                "security answer",
+                sentence_end + following.start("value"),
+                sentence_end + following.end("value"),
             )
         answer = _ANSWER_RE.search(text, match.end(), sentence_end)
         if answer:
             start = answer.start("value")
-            yield Finding("security answer", start, _strip_trailing(text, start, answer.end("value")))
+            yield Finding(
+                "security answer", start, _strip_trailing(text, start, answer.end("value"))
+            )
         else:
-            sentence_start = max(text.rfind(m, 0, match.start()) for m in (". ", "! ", "? ", "\n")) + 1
+            sentence_start = (
+                max(text.rfind(m, 0, match.start()) for m in (". ", "! ", "? ", "\n")) + 1
+            )
             yield Finding("security answer", sentence_start, sentence_end)
     for match in _ID_RE.finditer(text):
         value = match.group("value")
@@ -424,9 +438,13 @@ def _rules(text: str) -> Iterator[Finding]:
     for match in re.finditer(
         r"\b(?:recovery|backup)\s+(?:codes?|keys?)\b[^.!?\n]*", text, re.IGNORECASE
     ):
-        for token in re.finditer(r"[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[ -][A-Za-z0-9]*\d[A-Za-z0-9]*)*", match.group()):
+        for token in re.finditer(
+            r"[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[ -][A-Za-z0-9]*\d[A-Za-z0-9]*)*", match.group()
+        ):
             if sum(c.isalnum() for c in token.group()) >= 6:
-                yield Finding("recovery code", match.start() + token.start(), match.start() + token.end())
+                yield Finding(
+                    "recovery code", match.start() + token.start(), match.start() + token.end()
+                )
 
 
 # --- Public API ---
@@ -527,7 +545,8 @@ _OVERRIDE_RE = re.compile(
     r"polic(?:y|ies)|directives?|constraints?|guardrails?|above|training)\b"
     r"|\b(?:previous|prior|above|earlier|your|all)\s+(?:instructions|rules|guidelines)\s+"
     r"(?:are|is)\s+(?:void|cancell?ed|null|revoked|obsolete)"
-    r"|\byour\s+(?:rules|instructions|guidelines|restrictions|policies)\s+(?:no longer|don'?t|do not)\s+apply"
+    r"|\byour\s+(?:rules|instructions|guidelines|restrictions|policies)\s+"
+    r"(?:no longer|don'?t|do not)\s+apply"
     r"|\b(?:no longer|not)\s+bound\s+by\b"
     r"|\bdisable\s+(?:all\s+)?(?:the\s+)?(?:safety|content|rules|filters|guardrails)",
     re.IGNORECASE,
@@ -546,7 +565,8 @@ _PERSONA_RE = re.compile(
     re.IGNORECASE,
 )
 _EXFILTRATION_RE = re.compile(
-    r"\b(?:reveal|print|show|repeat|leak|output|dump|display|give me|tell me|respond\s+only\s+with)\b"
+    r"\b(?:reveal|print|show|repeat|leak|output|dump|display|give me|tell me|"
+    r"respond\s+only\s+with)\b"
     r"[^.!?\n]{0,40}\b(?:system\s+prompt|hidden\s+(?:instructions|prompt)|your\s+instructions|"
     r"initial\s+prompt|the\s+text\s+above|your\s+prompt|admin\s+password|secrets?)\b"
     r"|\b(?:new|updated|real|actual)\s+(?:system\s+)?(?:instructions|system\s+prompt|rules)\s*:"

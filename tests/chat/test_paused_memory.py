@@ -40,9 +40,7 @@ def _echo(request: dict[str, Any]) -> str | dict[str, Any]:
 
 
 def _turn(user: Any, conversation: Conversation, text: str) -> Message:
-    message, reply = services.send_message(
-        user=user, conversation_id=conversation.pk, content=text
-    )
+    message, reply = services.send_message(user=user, conversation_id=conversation.pk, content=text)
 
     async def run() -> None:
         async for _ in services.stream_reply(user=user, message_id=reply.pk):

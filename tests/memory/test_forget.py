@@ -22,8 +22,14 @@ from chat.models import Message
 from memory import entities as entity_services
 from memory import extraction, retention
 from memory import services as memory_services
-from memory.models import ConversationSummary, Entity, EntityEvent, Memory, MemoryEvent
-from memory.models import RetentionPolicy
+from memory.models import (
+    ConversationSummary,
+    Entity,
+    EntityEvent,
+    Memory,
+    MemoryEvent,
+    RetentionPolicy,
+)
 from tests.accounts.test_erasure import _rows_containing
 from tests.fake_llm import FakeLLM, fake_embedding
 
