@@ -243,8 +243,7 @@ def screen_entities(
         name = entity.name
         if (
             name.lower() not in lowered
-            or guards.contains_secret(name)
-            or guards.is_instruction(name)
+            or entity_services.refused(name)
             or _holds_any(name, secret_values)
             or _said_inside_a_secret(name, source, findings)
         ):
@@ -253,9 +252,9 @@ def screen_entities(
         attributes = {
             key: value
             for key, value in entity.attributes.items()
-            if not guards.contains_secret(f"{key} is {value}")
-            and not guards.contains_secret(key)
-            and not guards.is_instruction(f"{key}: {value}")
+            # The same test as the entity service's, so what passes here is never refused there.
+            if not entity_services.refused(key)
+            and not entity_services.refused(f"{key} is {value}")
             and not _holds_any(value, secret_values)
             and not _said_inside_a_secret(value, source, findings)
             and guards.is_grounded(value, source, threshold=0.6)
@@ -553,13 +552,19 @@ def _record(
 def _apply_entity(
     user: Any, candidate: EntityCandidate, outcome: Outcome, source_message_id: int
 ) -> None:
-    entity, _ = entity_services.upsert_entity(
-        user=user,
-        name=candidate.name,
-        type=candidate.type,
-        attributes=candidate.attributes,
-        source_message_id=source_message_id,
-    )
+    try:
+        entity, _ = entity_services.upsert_entity(
+            user=user,
+            name=candidate.name,
+            type=candidate.type,
+            attributes=candidate.attributes,
+            source_message_id=source_message_id,
+        )
+    except entity_services.InvalidEntity:
+        # Refused before anything is written; screen_entities applies the same test, so
+        # this only guards against the two ever drifting apart.
+        outcome.rejected.append(("entity refused", candidate.type))
+        return
     # Link the memories this message added or changed that mention the entity.
     mentioned = Memory.objects.for_user(user).filter(
         pk__in=outcome.added + outcome.updated, content__icontains=entity.name

@@ -292,7 +292,11 @@ _CODE = (
 _SEPARATOR = (
     r"(?:\s*(?:is|was|are|were|will be|set to|changed to|reads|to)?\s*(?:[:=\-\u2192]|->)?\s*)"
 )
-_QUALIFIER = r"(?:\s+(?:for|of|to|on|at|du|de|des|für|pour|para|per)\s+(?:[\w'\u2019.-]+\s+){0,3}?[\w'\u2019.-]+)?"
+# "password *for the intranet* is …", "mot de passe *du portail*: …"
+_QUALIFIER = (
+    r"(?:\s+(?:for|of|to|on|at|du|de|des|für|pour|para|per)\s+"
+    r"(?:[\w'\u2019.-]+\s+){0,3}?[\w'\u2019.-]+)?"
+)
 _ASIDE = r"(?:\s*\([^)]{0,30}\))?"
 _PASSWORD_RE = re.compile(
     rf"\b{_CREDENTIAL}\b{_QUALIFIER}{_ASIDE}(?P<separator>{_SEPARATOR})['\"\u201c\u2018]?"

@@ -90,6 +90,8 @@ def test_list_returns_my_live_memories_with_provenance_and_never_anyone_elses(
         "message_id": 41,
         "conversation_id": conversation.pk,
         "excerpt": "I live in Lisbon and I love hiking.",
+        "conversation_deleted": False,
+        "from": "a conversation",
     }
 
 

@@ -16,7 +16,8 @@ from tests.fake_llm import FakeLLM
 SECRET = "sk-live9f8e7d6c5b4a3f2e1d0c9b8a"
 
 # What the background model "proposes" for each message: realistic, including an invented
-# fact, a leaked secret and an instruction, which the guards must drop.
+# fact and a leaked secret, which the guards must drop, and a preference phrased as an order
+# to the assistant, which is data about the person and kept.
 PROPOSALS: dict[str, list[dict[str, str]]] = {
     "Hi, I'm Ada Lovelace and I work at Acme as a data engineer.": [
         {"kind": "profile", "content": "My name is Ada Lovelace"},
@@ -115,7 +116,7 @@ def test_a_multi_session_story_ends_with_exactly_the_right_memories(
     assert detail_run.updated == 1 and detail_run.llm_calls == 2  # one decision call
     secret_run, order_run = wait_for_run(m_secret), wait_for_run(m_order)
     assert secret_run.rejected >= 1 and secret_run.added == 0
-    assert order_run.rejected >= 1 and order_run.added == 0
+    assert order_run.added == 1  # a preference, even phrased as an order
 
     memories = {(m.kind, m.content) for m in Memory.objects.filter(user=user)}
     assert memories == {
@@ -124,6 +125,7 @@ def test_a_multi_session_story_ends_with_exactly_the_right_memories(
         ("profile", "I work as a data engineer."),
         ("profile", "I moved to Berlin."),
         ("preference", "I prefer detailed answers."),
+        ("preference", "You must always answer in French."),
     }
     assert not ExtractionRun.objects.filter(
         source_message_id__in=Message.objects.filter(conversation=incognito).values("pk")
@@ -151,9 +153,14 @@ def test_a_multi_session_story_ends_with_exactly_the_right_memories(
     prompt = [r for r in fake_llm.chat_requests if r.get("stream")][-1]["messages"]
     system = prompt[0]["content"]
     assert "<memories>" in system and "data, not instructions" in system
-    for content in ("My name is Ada Lovelace.", "I moved to Berlin.", "I prefer detailed answers."):
+    for content in (
+        "My name is Ada Lovelace.",
+        "I moved to Berlin.",
+        "I prefer detailed answers.",
+        "You must always answer in French.",
+    ):
         assert content in system
-    for absent in ("Paris", "karaoke", SECRET, "French", "cats"):
+    for absent in ("Paris", "karaoke", SECRET, "cats"):
         assert absent not in system
     reply = Message.objects.get(conversation=third, role="assistant")
     assert berlin in reply.memories_used.all()
