@@ -116,6 +116,7 @@ _KEY_PATTERNS = [
     r"\b[A-Z2-7]{16,}\b",  # base32 one-time-password seeds
 ]
 _KEY_RE = re.compile("|".join(f"(?:{p})" for p in _KEY_PATTERNS), re.DOTALL)
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 _TOKEN_RE = re.compile(r"[A-Za-z0-9+/=_\-]{16,}")
 
 
@@ -299,7 +300,8 @@ _QUALIFIER = (
 )
 _ASIDE = r"(?:\s*\([^)]{0,30}\))?"
 _PASSWORD_RE = re.compile(
-    rf"\b{_CREDENTIAL}\b{_QUALIFIER}{_ASIDE}(?P<separator>{_SEPARATOR})['\"\u201c\u2018]?"
+    rf"\b(?P<keyword>{_CREDENTIAL})\b{_QUALIFIER}{_ASIDE}(?P<separator>{_SEPARATOR})"
+    rf"(?P<quote>['\"\u201c\u2018]?)"
     rf"(?!(?:{'|'.join(sorted(_NOT_A_VALUE))})(?![\w]))(?P<value>[^\s'\"\u201d\u2019,;]+)",
     re.IGNORECASE,
 )
@@ -333,7 +335,7 @@ _PUBLIC_CODE_RE = re.compile(
 )
 _SECURITY_QA_RE = re.compile(
     r"\b(?:security|secret|memorable|challenge)\s+(?:question|answer|word|information|phrase)s?\b"
-    r"|\bmaiden name\b",
+    r"|\b(?:mother|mom|mum|mama|maman)(?:'?s|\u2019s)?\s+maiden\s+name\b",
     re.IGNORECASE,
 )
 _ANSWER_RE = re.compile(
@@ -348,6 +350,11 @@ _ID_RE = re.compile(
 )
 _PASSWORD_SHAPE = re.compile(
     r"(?<![\w@/.])(?=[^\s]*[A-Za-z])(?=[^\s]*(?:\d|[!@#$%^&*?~]))[^\s,;'\"()]{6,64}(?<![.:!?])"
+)
+# Versions, times, dates, "2-factor", "24-hour", and the password manager named 1Password.
+_NOT_A_PASSWORD = re.compile(
+    r"v?\d+(?:\.\d+)+|\d{1,2}[:/.]\d{1,2}(?:[:/.]\d{2,4})?|\d+-[A-Za-z]+|1password",
+    re.IGNORECASE,
 )
 _PASSWORD_CONTEXT = re.compile(
     r"\b(?:pass(?:word|wd|phrase)?s?|pwd?|log ?in|login|sign ?in|credentials?|wi-?fi|wlan|"
@@ -374,12 +381,37 @@ def _strip_trailing(text: str, start: int, end: int) -> int:
     return end
 
 
+# Plain words that describe a password rather than being one ("stolen", "terrible").
+_DESCRIPTIVE = re.compile(r"(?:ed|en|ing|ible|able|ly|ful|less|ous|ive|ish|est|er)$")
+_PASSWORD_WORDS = re.compile(
+    r"pass(?:word|wd|code)?s?|pass[ -]word|pwd?|mot de passe|contrase[ñn]a|passwort", re.I
+)
+
+
+def _is_password_value(match: re.Match[str]) -> bool:
+    """Whether the word after "password is" (or "wifi:", "login …") is the password."""
+    value = match.group("value")
+    if not _looks_like_value(value):
+        return False
+    if _PASSWORD_SHAPE.fullmatch(value):
+        return True  # letters with digits or symbols: "hunter2", "Summer2024!"
+    separator = match.group("separator").strip()
+    if match.group("quote") or any(mark in separator for mark in ":=\u2192>"):
+        return True  # "pw: tangerine", "password = 'sunshine'"
+    if not separator:
+        return False  # "password reset flows"
+    # "my password is sunshine" names one; "my login is slow" does not.
+    plain = value.strip(".,;:!?").lower()
+    return bool(
+        _PASSWORD_WORDS.fullmatch(match.group("keyword"))
+        and plain.isalpha()
+        and not _DESCRIPTIVE.search(plain)
+    )
+
+
 def _rules(text: str) -> Iterator[Finding]:
     for match in _PASSWORD_RE.finditer(text):
-        value = match.group("value")
-        # "password reset flows": after a bare space only a password-shaped word is a value.
-        spaced = not match.group("separator").strip()
-        if _looks_like_value(value) and (not spaced or _PASSWORD_SHAPE.fullmatch(value)):
+        if _is_password_value(match):
             start = match.start("value")
             yield Finding("password", start, _strip_trailing(text, start, match.end("value")))
     for regex in (_PASSPHRASE_RE, _QUOTED_PASSPHRASE_RE):
@@ -419,14 +451,14 @@ def _rules(text: str) -> Iterator[Finding]:
         answer = _ANSWER_RE.search(text, match.end(), sentence_end)
         if answer:
             start = answer.start("value")
-            yield Finding(
-                "security answer", start, _strip_trailing(text, start, answer.end("value"))
-            )
-        else:
-            sentence_start = (
-                max(text.rfind(m, 0, match.start()) for m in (". ", "! ", "? ", "\n")) + 1
-            )
-            yield Finding("security answer", sentence_start, sentence_end)
+            # The answer ends where the sentence goes on: "…is Okonkwo, the bank asks for it".
+            value = answer.group("value")
+            tail = re.search(r",\s|\s(?:and|but|because|so|which)\s", value)
+            # Not after a description: "I put my childhood nickname, Bumblebee".
+            if tail and re.match(r"(?:my|the|our|his|her|their)\b", value, re.I):
+                tail = None
+            end = start + tail.start() if tail else answer.end("value")
+            yield Finding("security answer", start, _strip_trailing(text, start, end))
     for match in _ID_RE.finditer(text):
         value = match.group("value")
         if sum(c.isdigit() for c in value) >= 5 or re.fullmatch(r"\d{2}-\d{2}-\d{2}", value):
@@ -434,9 +466,7 @@ def _rules(text: str) -> Iterator[Finding]:
             yield Finding("id number", start, _strip_trailing(text, start, match.end("value")))
     for match in _PASSWORD_SHAPE.finditer(text):
         sentence = _sentence_around(text, match.start())
-        if _PASSWORD_CONTEXT.search(sentence) and not re.fullmatch(
-            r"v?\d+(?:\.\d+)+|\d{1,2}[:/.]\d{1,2}(?:[:/.]\d{2,4})?", match.group()
-        ):
+        if _PASSWORD_CONTEXT.search(sentence) and not _NOT_A_PASSWORD.fullmatch(match.group()):
             yield Finding("password", match.start(), match.end())
     # Lists of recovery codes: every code-like token after the words.
     for match in re.finditer(
@@ -465,6 +495,10 @@ def find_secrets(text: str) -> list[Finding]:
         if match.group():
             found.append(Finding("key", match.start(), match.end()))
     for match in _TOKEN_RE.finditer(text):
+        if match.start() and text[match.start() - 1] in "./@:":
+            continue  # part of a web address or a file path, not a token on its own
+        if _UUID_RE.fullmatch(match.group()):
+            continue  # an identifier; a key written as one is caught by its words ("key is …")
         if _is_opaque_token(match.group()):
             found.append(Finding("token", match.start(), match.end()))
     found += _numbers(text)
