@@ -85,6 +85,8 @@ def export_everything(*, user: Any) -> dict[str, Any]:
                     "created_at": _time(message.created_at),
                     "memories_used": sorted(m.pk for m in message.memories_used.all()),
                     "recall": message.recall,
+                    # Said while memory was on (and not incognito): what may be learned.
+                    "learnable": message.learnable,
                 }
                 for message in conversation.messages.all()
             ],
