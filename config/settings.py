@@ -169,6 +169,9 @@ LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="not-needed")
 LLM_CHAT_MODEL = env.str("LLM_CHAT_MODEL", default="smollm2-135m-instruct")
 LLM_BACKGROUND_MODEL = env.str("LLM_BACKGROUND_MODEL", default=LLM_CHAT_MODEL)
+# Extraction, titles and summaries may use another endpoint than chat; unset, LLM_BASE_URL.
+# `make run` starts a second local model server for them, so they never delay a reply.
+LLM_BACKGROUND_BASE_URL = env.str("LLM_BACKGROUND_BASE_URL", default="")
 LLM_CONNECT_TIMEOUT = env.float("LLM_CONNECT_TIMEOUT", default=5.0)
 LLM_READ_TIMEOUT = env.float("LLM_READ_TIMEOUT", default=60.0)
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
