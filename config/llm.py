@@ -47,6 +47,10 @@ class LLMBadResponse(LLMError):
     message = "The assistant sent a reply that could not be read. Please try again."
 
 
+class LLMServerError(LLMError):
+    """The endpoint answered with a 5xx: its failure, worth retrying (unlike a 4xx)."""
+
+
 class LLMBusy(LLMTimeout):
     """Connected, but no answer in time: the endpoint is up and busy (health checks only)."""
 
@@ -142,6 +146,8 @@ def _translate(exc: Exception) -> LLMError:
     if isinstance(exc, openai.APIConnectionError):
         return LLMUnavailable(str(exc))
     if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return LLMServerError(f"{exc.status_code}: {exc.message}")
         return LLMError(f"{exc.status_code}: {exc.message}")
     if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError | ValueError):
         return LLMBadResponse(str(exc))
