@@ -40,8 +40,8 @@ class QueuedOnce(Task):
 
     Every enqueue (the first one on commit, each retry, a sweep's) sets a short-lived claim
     `queued:<task>:<id>` (removed again if the broker refuses the message); the task removes
-    it when it has finished its work. A sweep enqueues only ids without a claim, so a backlog is never
-    multiplied. The claim is left to expire after a final failure: the sweep retries that
+    it when it has finished its work. A sweep enqueues only ids without a claim, so a backlog
+    is never multiplied. The claim is left to expire after a final failure: the sweep retries that
     work an hour later, not every two minutes.
     """
 

@@ -82,9 +82,7 @@ def test_a_busy_model_that_accepts_the_connection_counts_as_up(
 
 
 @pytest.mark.django_db
-def test_an_llm_endpoint_nobody_listens_on_is_down(
-    staff_client: Client, settings: Any
-) -> None:
+def test_an_llm_endpoint_nobody_listens_on_is_down(staff_client: Client, settings: Any) -> None:
     settings.LLM_BASE_URL = f"http://127.0.0.1:{stack.free_port()}/v1"
     checks = staff_client.get("/healthz").json()["checks"]
     assert checks["llm"]["ok"] is False
@@ -92,9 +90,7 @@ def test_an_llm_endpoint_nobody_listens_on_is_down(
 
 
 @pytest.mark.django_db
-def test_a_separate_background_endpoint_is_checked_too(
-    staff_client: Client, settings: Any
-) -> None:
+def test_a_separate_background_endpoint_is_checked_too(staff_client: Client, settings: Any) -> None:
     settings.LLM_BACKGROUND_BASE_URL = f"http://127.0.0.1:{stack.free_port()}/v1"
     checks = staff_client.get("/healthz").json()["checks"]
     assert checks["llm"]["ok"] is False

@@ -107,7 +107,8 @@ def test_transport_failures_are_retried_then_the_task_learns(
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "task", [tasks.extract_memories_task, tasks.generate_title_task, tasks.summarize_conversation_task]
+    "task",
+    [tasks.extract_memories_task, tasks.generate_title_task, tasks.summarize_conversation_task],
 )
 def test_every_llm_task_gives_up_after_a_capped_number_of_attempts(
     user: Any, fake_llm: FakeLLM, task: Any
