@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -98,3 +100,124 @@ def test_run_brings_everything_up_and_ctrl_c_leaves_nothing_behind(
             pg_ctl(
                 ["-m", "immediate", "stop"], pgdata=short_data_dir / "pg", user="embedded_postgres"
             )
+
+
+class RunCommand:
+    """`python -m config.run` in the background, its output collected by a thread."""
+
+    def __init__(self, data_dir: Path, fake_llm: FakeLLM) -> None:
+        self.port = stack.free_port()
+        self.data_dir = data_dir
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("DATABASE_URL", "REDIS_URL", "LLM_BASE_URL", "DJANGO_ALLOW_ASYNC_UNSAFE")
+        }
+        env.update(
+            MNEMO_DATA_DIR=str(data_dir),
+            PORT=str(self.port),
+            LLM_BASE_URL=fake_llm.base_url,
+            WEB_CONCURRENCY="2",
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "config.run"],
+            cwd=stack.BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_output(self, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and text not in self.output:
+            assert self.process.poll() is None, self.output
+            time.sleep(0.2)
+        assert text in self.output, self.output
+
+    def url(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.url("healthz"), timeout=10).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def child(self, *words: str) -> psutil.Process:
+        for process in psutil.Process(self.process.pid).children():
+            if all(word in " ".join(process.cmdline()) for word in words):
+                return process
+        raise AssertionError(f"no child process running {words}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+
+        if (self.data_dir / "pg" / "postmaster.pid").exists():
+            pg_ctl(
+                ["-m", "immediate", "stop"], pgdata=self.data_dir / "pg", user="embedded_postgres"
+            )
+
+
+@pytest.fixture
+def run_command(short_data_dir: Path, fake_llm: FakeLLM) -> Iterator[RunCommand]:
+    run = RunCommand(short_data_dir, fake_llm)
+    try:
+        yield run
+    finally:
+        run.stop()
+
+
+def test_the_url_is_printed_last_once_everything_is_healthy(run_command: RunCommand) -> None:
+    run_command.wait_for_output("Press Ctrl-C to stop")
+    output = run_command.output
+    assert output.rstrip().endswith("Press Ctrl-C to stop."), output
+    assert "[mnemo] up in" in output  # healthy before the box is shown
+    assert run_command.healthy()
+    # Quiet: the worker's banner and the web server's lifespan notice are not in the terminal.
+    assert "celery@" not in output and "lifespan" not in output
+    assert "Traceback" not in output and "ERROR" not in output
+    web = run_command.child("uvicorn")
+    servers = [p for p in web.children() if "resource_tracker" not in " ".join(p.cmdline())]
+    assert len(servers) == 2  # WEB_CONCURRENCY web processes
+
+
+def test_a_killed_worker_is_restarted_and_the_web_keeps_serving(run_command: RunCommand) -> None:
+    run_command.wait_for_output("Press Ctrl-C to stop")
+    worker = run_command.child("celery", "worker")
+
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pool, as an OOM kill would
+    assert httpx.get(run_command.url("accounts/login/"), timeout=10).status_code == 200
+
+    run_command.wait_for_output("worker was killed by signal 9; restarting it", timeout=30)
+    run_command.wait_for_output("worker restarted (restart #1)", timeout=30)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not run_command.healthy():
+        time.sleep(0.5)
+    assert run_command.healthy(), run_command.output
+    assert run_command.child("celery", "worker").pid != worker.pid
+    assert run_command.process.poll() is None  # the stack did not stop
+    assert httpx.get(run_command.url("accounts/login/"), timeout=10).status_code == 200
+
+    run_command.stop()
+    assert run_command.process.returncode == 0
+    assert "Traceback" not in run_command.output, run_command.output
