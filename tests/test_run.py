@@ -200,6 +200,30 @@ def test_the_url_is_printed_last_once_everything_is_healthy(run_command: RunComm
     servers = [p for p in web.children() if "resource_tracker" not in " ".join(p.cmdline())]
     assert len(servers) == 2  # WEB_CONCURRENCY web processes
 
+    # `make shell` / `make manage ARGS=...` reach the running stack's database.
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["MNEMO_DATA_DIR"] = str(run_command.data_dir)
+    shell = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c",
+         "from accounts.models import User; print('people:', User.objects.count())"],
+        cwd=stack.BASE_DIR, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stderr
+    assert "people: 0" in shell.stdout
+
+
+def test_manage_py_without_a_running_stack_says_so_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["MNEMO_DATA_DIR"] = str(tmp_path / "elsewhere")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "createsuperuser", "--noinput"],
+        cwd=stack.BASE_DIR, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Mnemo is not running" in result.stderr and "make run" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "elsewhere").exists()  # no stray secret key
+
 
 def test_a_killed_worker_is_restarted_and_the_web_keeps_serving(run_command: RunCommand) -> None:
     run_command.wait_for_output("Press Ctrl-C to stop")
