@@ -262,6 +262,7 @@ class LocalModelServer:
     context_tokens: int = 4096
     threads: int = 0
     name: str = "the local model server"
+    interrupt_requests: bool = False  # llama_cpp.server's default is True (see above)
     process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -275,7 +276,7 @@ class LocalModelServer:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", str(self.context_tokens),
             "--n_threads", str(threads),
-            "--interrupt_requests", "False",
+            "--interrupt_requests", str(self.interrupt_requests),
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
