@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -210,6 +211,73 @@ def test_the_url_is_printed_last_once_everything_is_healthy(run_command: RunComm
     )  # fmt: skip
     assert shell.returncode == 0, shell.stderr
     assert "people: 0" in shell.stdout
+
+
+def _manage(data_dir: Path, code: str) -> str:
+    """Run Python in `manage.py shell` against the stack running with `data_dir`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["MNEMO_DATA_DIR"] = str(data_dir)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=stack.BASE_DIR, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+BACKLOG = """
+from accounts.models import User
+from chat import services, tasks
+from chat.models import Message
+person = User.objects.create_user(email="backlog@example.com", password="a-long-password-1")
+conversation = services.start_conversation(user=person)
+for n in range(40):
+    message = Message.objects.create(
+        user=person, conversation=conversation, role="user", content=f"I have {n} cats."
+    )
+    tasks.extract_memories_task.delay(message.pk)
+"""
+
+LEFT = """
+from chat.models import Message
+from memory.models import ExtractionRun
+learned = ExtractionRun.objects.count()
+print("left:", Message.objects.filter(role="user").count() - learned)
+"""
+
+
+def test_a_second_run_is_healthy_while_a_backlog_drains_behind_a_busy_model(
+    short_data_dir: Path, fake_llm: FakeLLM
+) -> None:
+    def slow_extraction(request: dict[str, Any]) -> str | dict[str, Any]:
+        schema = (request.get("response_format") or {}).get("schema") or {}
+        if "facts" in schema.get("properties", {}):
+            time.sleep(3)  # a small model on a busy machine
+            return {"facts": []}
+        return "Noted."
+
+    fake_llm.responder = slow_extraction
+    first = RunCommand(short_data_dir, fake_llm)
+    try:
+        first.wait_for_output("Press Ctrl-C to stop")
+        _manage(short_data_dir, BACKLOG)
+    finally:
+        first.stop()
+    assert first.process.returncode == 0, first.output
+
+    # The model is busy: it answers `GET /v1/models` only between two generations.
+    for _ in range(500):
+        fake_llm.hang(4, endpoint="models")
+    second = RunCommand(short_data_dir, fake_llm)
+    try:
+        second.wait_for_output("Press Ctrl-C to stop")
+        assert "[mnemo] up in" in second.output, second.output  # healthy, then the box
+        assert second.healthy()
+        left = int(_manage(short_data_dir, LEFT).split("left:")[1])
+        assert left > 0  # the backlog is still there, and health does not wait for it
+        print(next(line for line in second.lines if "[mnemo] up in" in line))
+    finally:
+        second.stop()
 
 
 def test_manage_py_without_a_running_stack_says_so_in_one_line(tmp_path: Path) -> None:
