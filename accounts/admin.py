@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from allauth.account.models import EmailAddress
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.http import HttpRequest
 
 from accounts.models import ErasureReceipt, User
 
+# allauth registers its email addresses under an app also called "Accounts", which gave the
+# admin index two "Accounts" sections; they are edited on their user's page instead.
+if admin.site.is_registered(EmailAddress):
+    admin.site.unregister(EmailAddress)
+
+
+class EmailAddressInline(admin.TabularInline):
+    model = EmailAddress
+    extra = 0
+    fields = ("email", "verified", "primary")
+
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
+    inlines = [EmailAddressInline]
     ordering = ("email",)
     list_display = ("email", "display_name", "is_staff", "memory_enabled", "date_joined")
     search_fields = ("email", "display_name")

@@ -1,4 +1,4 @@
-"""`/healthz`: the state of every part Mnemo depends on, as JSON (200 when all are up, else 503)."""
+"""`/healthz`: up or down for anyone (200/503); for staff, the state of every part as JSON."""
 
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ from django_redis import get_redis_connection
 from config import llm
 from config.celery import app as celery_app
 
+# Seconds an LLM endpoint has to answer `GET /v1/models`. llama.cpp's server answers it only
+# between two generations; an endpoint that accepts the connection but is still busy after
+# this is up (and busy), not down: health must not depend on how much work is queued.
+LLM_CHECK_TIMEOUT = 2.0
 
-def check_database() -> dict[str, Any]:
+
+def check_database(*, detailed: bool) -> dict[str, Any]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('server_version')")
         (server_version,) = cursor.fetchone()
@@ -28,36 +33,52 @@ def check_database() -> dict[str, Any]:
     return {"ok": True, "postgres": server_version, "pgvector": row[0]}
 
 
-def check_redis() -> dict[str, Any]:
+def check_redis(*, detailed: bool) -> dict[str, Any]:
     get_redis_connection("default").ping()
     return {"ok": True}
 
 
-def check_broker() -> dict[str, Any]:
+def check_broker(*, detailed: bool) -> dict[str, Any]:
     with celery_app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=0, timeout=2)
     return {"ok": True}
 
 
-def check_workers() -> dict[str, Any]:
-    replies = celery_app.control.ping(timeout=1.0) or []
+def check_workers(*, detailed: bool) -> dict[str, Any]:
+    # Up/down needs one answer; the staff view waits for every worker to list their names.
+    replies = celery_app.control.ping(timeout=1.0, limit=None if detailed else 1) or []
     workers = sorted(name for reply in replies for name in reply)
     if not workers:
         return {"ok": False, "workers": [], "error": "no Celery worker answered"}
     return {"ok": True, "workers": workers}
 
 
-def check_llm() -> dict[str, Any]:
-    models = llm.list_models(timeout=3.0)
-    return {
-        "ok": True,
+def _check_endpoint(*, background: bool) -> dict[str, Any]:
+    try:
+        models = llm.list_models(timeout=LLM_CHECK_TIMEOUT, background=background)
+    except llm.LLMBusy:
+        return {"ok": True, "busy": True}
+    return {"ok": True, "models": models}
+
+
+def check_llm(*, detailed: bool) -> dict[str, Any]:
+    result = {
+        **_check_endpoint(background=False),
         "base_url": settings.LLM_BASE_URL,
         "chat_model": settings.LLM_CHAT_MODEL,
-        "models": models,
     }
+    background_url = settings.LLM_BACKGROUND_BASE_URL
+    if background_url and background_url != settings.LLM_BASE_URL:
+        try:
+            background = _check_endpoint(background=True)
+        except llm.LLMError as exc:
+            background = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        result["background"] = {**background, "base_url": background_url}
+        result["ok"] = result["ok"] and background["ok"]
+    return result
 
 
-CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
+CHECKS: dict[str, Callable[..., dict[str, Any]]] = {
     "database": check_database,
     "redis": check_redis,
     "broker": check_broker,
@@ -66,12 +87,12 @@ CHECKS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-def run_checks() -> dict[str, dict[str, Any]]:
+def run_checks(*, detailed: bool = True) -> dict[str, dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for name, check in CHECKS.items():
         started = time.perf_counter()
         try:
-            result = check()
+            result = check(detailed=detailed)
         except Exception as exc:  # each failure is reported, never raised
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
         result["ms"] = round((time.perf_counter() - started) * 1000, 1)
@@ -82,9 +103,19 @@ def run_checks() -> dict[str, dict[str, Any]]:
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    results = run_checks()
+    """200 {"status": "ok"} or 503 {"status": "down"}; staff also see every check's details.
+
+    Anonymous callers (load balancers, uptime monitors) learn nothing else: versions, worker
+    host names and endpoint URLs help an attacker more than a monitor.
+    """
+    detailed = bool(request.user.is_authenticated and request.user.is_staff)
+    results = run_checks(detailed=detailed)
     healthy = all(result["ok"] for result in results.values())
-    return JsonResponse(
-        {"status": "ok" if healthy else "degraded", "checks": results},
-        status=200 if healthy else 503,
-    )
+    body: dict[str, Any] = {"status": "ok" if healthy else "down"}
+    if detailed:
+        body["checks"] = results
+    response = JsonResponse(body, status=200 if healthy else 503)
+    # A 503 here is an answer, not a server error: keep Django from logging an ERROR line
+    # for each one while the stack starts or a part is away.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response

@@ -47,6 +47,14 @@ class LLMBadResponse(LLMError):
     message = "The assistant sent a reply that could not be read. Please try again."
 
 
+class LLMServerError(LLMError):
+    """The endpoint answered with a 5xx: its failure, worth retrying (unlike a 4xx)."""
+
+
+class LLMBusy(LLMTimeout):
+    """Connected, but no answer in time: the endpoint is up and busy (health checks only)."""
+
+
 @dataclass(frozen=True)
 class Usage:
     prompt_tokens: int = 0
@@ -75,11 +83,20 @@ def _base_url() -> str:
     return str(settings.LLM_BASE_URL)
 
 
-def sync_client(*, timeout: float | None = None, max_retries: int | None = None) -> openai.OpenAI:
+def _background_base_url() -> str:
+    # Background work (extraction, titles, summaries) may have its own endpoint, so that it
+    # never queues in front of, or cuts short, a person's streamed reply.
+    return str(settings.LLM_BACKGROUND_BASE_URL or _base_url())
+
+
+def sync_client(
+    *, timeout: float | None = None, max_retries: int | None = None, background: bool = True
+) -> openai.OpenAI:
     """A client per configuration, kept for the process: building one costs 20-50 ms
-    (bench/extract.py), and a kept client reuses its connections."""
+    (bench/extract.py), and a kept client reuses its connections. Non-streamed calls are
+    background work, so by default it talks to the background endpoint."""
     return _cached_client(
-        _base_url(),
+        _background_base_url() if background else _base_url(),
         settings.LLM_API_KEY,
         timeout or settings.LLM_READ_TIMEOUT,
         settings.LLM_CONNECT_TIMEOUT,
@@ -129,17 +146,31 @@ def _translate(exc: Exception) -> LLMError:
     if isinstance(exc, openai.APIConnectionError):
         return LLMUnavailable(str(exc))
     if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return LLMServerError(f"{exc.status_code}: {exc.message}")
         return LLMError(f"{exc.status_code}: {exc.message}")
     if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError | ValueError):
         return LLMBadResponse(str(exc))
     return LLMError(f"{type(exc).__name__}: {exc}")
 
 
-def list_models(*, timeout: float = 5.0) -> list[str]:
-    """The model ids the endpoint serves (used by the health check)."""
+def list_models(*, timeout: float = 5.0, background: bool = False) -> list[str]:
+    """The model ids the chat (or background) endpoint serves (used by the health check).
+
+    Raises LLMBusy when the endpoint accepted the connection but did not answer in time: it
+    is up, and busy (llama.cpp's server answers this only between two generations).
+    """
     try:
-        page = sync_client(timeout=timeout, max_retries=0).models.list()
+        client = sync_client(timeout=timeout, max_retries=0, background=background)
+        page = client.models.list()
         return [model.id for model in page.data]
+    except openai.APITimeoutError as exc:
+        # The SDK wraps its HTTP library's timeouts (httpx, or its fork httpx2); only a
+        # connect timeout means nobody answered at all.
+        cause = type(exc.__cause__).__name__
+        if cause in ("ReadTimeout", "WriteTimeout", "PoolTimeout"):
+            raise LLMBusy(str(exc)) from exc
+        raise _translate(exc) from exc
     except Exception as exc:
         raise _translate(exc) from exc
 

