@@ -106,7 +106,7 @@ def test_learn_in_chat_then_correct_pin_delete_search_and_export_on_the_memory_p
 
     # 4. Pin it: it never expires.
     item.get_by_role("button", name="Pin").click()
-    expect(item.locator(".memory-text")).to_contain_text("📌")
+    expect(item.locator(".memory-text svg.icon-pin")).to_have_attribute("aria-label", "Pinned")
     expect(item).to_contain_text("never expires")
     expect(item.get_by_role("button", name="Unpin")).to_be_visible()
     lisbon.refresh_from_db()
@@ -141,7 +141,9 @@ def test_learn_in_chat_then_correct_pin_delete_search_and_export_on_the_memory_p
     page.get_by_label("Search your memories").fill("where do I live")
     results = page.locator("#memory-list")
     expect(results).to_contain_text("1 result for “where do I live”")
-    expect(results.locator(".memory-text")).to_have_text(["📌 I live in Porto"])
+    expect(results.locator(".memory-text")).to_have_count(1)
+    expect(results.locator(".memory-text")).to_contain_text("I live in Porto")
+    expect(results.locator(".memory-text svg.icon-pin")).to_have_count(1)
     assert page.evaluate("window.mnemoSamePage") is True
 
     # 8. Export downloads everything as JSON, matching what the page shows.
