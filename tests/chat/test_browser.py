@@ -194,6 +194,21 @@ def test_a_refused_send_keeps_the_text_and_shows_why(
     page.context.set_offline(False)
 
 
+def test_a_refused_rename_shows_its_message_in_the_menu(page: Any, user: Any) -> None:
+    sign_in(page, user)
+    page.get_by_role("button", name="Start a chat").click()
+    page.wait_for_load_state("domcontentloaded")
+    page.locator(".chat-menu summary").click()
+    title = page.get_by_label("Rename")
+    title.fill("   ")
+    page.locator(".rename-form").get_by_role("button", name="Save").click()
+    expect(page.locator("#rename-error")).to_have_text("A title cannot be empty.")
+    assert title.input_value() == "   "
+    title.fill("Trip plans")
+    page.locator(".rename-form").get_by_role("button", name="Save").click()
+    expect(page.locator("#title-text")).to_have_text("Trip plans")
+
+
 def test_a_refused_send_at_phone_width_shows_its_message(page: Any, user: Any) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     sign_in(page, user)

@@ -222,3 +222,20 @@ def test_the_memory_page_fits_desktop_and_phone_widths(page: Any, user: Any) -> 
         box = page.locator(selector).bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
     screenshot(page, "memory-phone")
+
+
+def test_a_refused_edit_keeps_the_corrected_text_and_says_why(page: Any, user: Any) -> None:
+    memory = services.remember(user=user, content="I live in Lisbon", kind="profile")
+    sign_in(page, user)
+    page.goto("/memory/")
+    item = page.locator(f"#memory-{memory.pk}")
+    item.get_by_role("button", name="Edit").click()
+    editor = item.get_by_label("Memory text")
+    editor.fill("I live in Porto now")
+    # Deleted meanwhile (another tab, retention): the save is refused with a 404.
+    services.forget(user=user, memory_id=memory.pk)
+    item.get_by_role("button", name="Save").click()
+    expect(item.get_by_role("alert")).not_to_be_empty()
+    expect(item.get_by_role("alert")).to_be_visible()
+    expect(editor).to_have_value("I live in Porto now")
+    screenshot(page, "memory-edit-refused")
