@@ -62,7 +62,11 @@ def test_htmx_runs_without_eval_and_injected_styles() -> None:
 
 
 # Emoji that render as empty boxes without an emoji font (the machine this runs on has none).
-EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u26ff\u2700-\u27bf\u2b00-\u2bff\u2300-\u23ff]")
+# Also the symbols that used to stand in for icons (■ ↻ ✓ ⤓ ⋯ ←), which depend on font fallback.
+EMOJI = re.compile(
+    "[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u2300-\u23ff"
+    "\u25a0-\u25ff\u21ba\u21bb\u2913\u22ef\u2190]"
+)
 
 
 @pytest.mark.parametrize(

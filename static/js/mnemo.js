@@ -85,6 +85,10 @@
   // Forms marked data-reset-on-success empty themselves only when the server took them.
   document.addEventListener("htmx:afterRequest", function (event) {
     const form = event.detail.elt;
+    // A page-wide notice (e.g. a background refresh that failed while the server
+    // restarted) goes once any request succeeds again.
+    const notice = document.getElementById("page-error");
+    if (notice && !notice.hidden && event.detail.successful) { notice.hidden = true; notice.textContent = ""; }
     if (form.matches && form.matches("form[data-reset-on-success]") && event.detail.successful) {
       form.reset();
       clearError(form);
