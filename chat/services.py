@@ -486,6 +486,23 @@ TITLE_PROMPT = (
 )
 
 
+# Markdown a model may wrap a title in: [links](…), emphasis and code marks, a heading,
+# list or quote marker, and a "Title:" label (itself sometimes in bold).
+_MD_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+_MD_MARKS = re.compile(r"\*+|`+|~~|(?<!\w)_+|_+(?!\w)")
+_MD_LEAD = re.compile(r"^\s*(?:#+|[-+>]|\d+[.)])\s+")
+_TITLE_LABEL = re.compile(r"^\s*title\s*:\s*", re.IGNORECASE)
+
+
+def plain_title(line: str) -> str:
+    """A model's title line as plain text: no markdown marks, label or quotes."""
+    text = _MD_LINK.sub(r"\1", line)
+    text = _MD_MARKS.sub("", text)
+    text = _MD_LEAD.sub("", text)
+    text = _TITLE_LABEL.sub("", text)
+    return " ".join(text.split()).strip(" \"'#.:\u201c\u201d\u2018\u2019")
+
+
 def generate_title(*, conversation_id: int) -> str | None:
     """Replace the provisional title by a short one the background model writes.
 
@@ -514,7 +531,7 @@ def generate_title(*, conversation_id: int) -> str | None:
         max_tokens=24,
     )
     lines = [line for line in answer.strip().splitlines() if line.strip()]
-    title = lines[0].strip().removeprefix("Title:").strip(" \"'`*#.") if lines else ""
+    title = plain_title(lines[0]) if lines else ""
     if not title:
         return None
     title = _provisional_title(title)

@@ -35,10 +35,13 @@ class HtmxHttpRequest(HttpRequest):
     htmx: HtmxDetails
 
 
-def _error(request: HttpRequest, exc: services.ChatError) -> HttpResponse:
-    # The message goes inside the composer's error slot, whatever swap the form asked for.
+def _error(
+    request: HttpRequest, exc: services.ChatError, target: str = "#composer-error"
+) -> HttpResponse:
+    # The message goes inside the form's error slot, whatever swap the form asked for
+    # (static/js/mnemo.js swaps these retargeted refusals; the form keeps its text).
     response = HttpResponse(escape(exc.message), status=exc.status)
-    return reswap(retarget(response, "#composer-error"), "innerHTML")
+    return reswap(retarget(response, target), "innerHTML")
 
 
 def _conversation_or_404(request: HttpRequest, conversation_id: int) -> Conversation:
@@ -151,7 +154,7 @@ def rename(request: HttpRequest, conversation_id: int) -> HttpResponse:
     except Conversation.DoesNotExist:
         raise Http404("No such conversation.") from None
     except services.ChatError as exc:
-        return _error(request, exc)
+        return _error(request, exc, "#rename-error")
     response = render(request, "chat/conversation.html#title", {"conversation": current})
     response["HX-Trigger"] = "conversations-changed"
     return response

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts import api as account_api
 from accounts import views as account_views
@@ -23,7 +23,8 @@ urlpatterns = [
     path("api/", include("memory.api_urls")),
     path("api/account/", account_api.AccountApi.as_view(), name="api-account"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves Swagger UI's init script as a file (?script): no inline script.
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/insights/", chat_views.insights, name="admin-insights"),
     path("admin/", admin.site.urls),
 ]

@@ -1,14 +1,38 @@
-// Chat: Enter sends, replies stream over SSE (fetch + ReadableStream), Stop keeps what came.
+// Chat: Enter sends, replies stream over SSE (fetch + ReadableStream), Stop keeps what came,
+// a refused send keeps its text, the pane follows new tokens unless the person scrolled up,
+// and on a phone the conversation list is a drawer.
 (function () {
   "use strict";
+
+  // How long a reply may wait for its first token before the page says so (milliseconds);
+  // #messages may override them (data-wait-ms, data-still-wait-ms).
+  const WAIT_MS = 4000;
+  const STILL_WAIT_MS = 20000;
+  // Within this many pixels of the bottom, the pane counts as "at the newest message".
+  const NEAR_BOTTOM = 80;
+
+  let followNewest = true;
 
   function csrfToken() {
     try { return JSON.parse(document.body.getAttribute("hx-headers"))["x-csrftoken"]; } catch (e) { return ""; }
   }
 
-  function scrollToEnd() {
-    const messages = document.getElementById("messages");
-    if (messages) messages.scrollTop = messages.scrollHeight;
+  function pane() { return document.getElementById("messages"); }
+
+  function scrollToEnd(force) {
+    const messages = pane();
+    if (!messages) return;
+    if (force) followNewest = true;
+    if (followNewest) messages.scrollTop = messages.scrollHeight;
+  }
+
+  function trackScroll() {
+    const messages = pane();
+    if (!messages || messages.dataset.tracked) return;
+    messages.dataset.tracked = "1";
+    messages.addEventListener("scroll", function () {
+      followNewest = messages.scrollHeight - messages.scrollTop - messages.clientHeight <= NEAR_BOTTOM;
+    }, { passive: true });
   }
 
   function replaceMessage(article, html) {
@@ -23,9 +47,34 @@
 
   function showFailure(article, text) {
     const meta = article.querySelector(".message-meta");
-    if (meta) meta.innerHTML = '<span class="error-text" role="alert"></span>';
-    if (meta) meta.firstChild.textContent = text;
+    if (meta) {
+      const span = document.createElement("span");
+      span.className = "error-text";
+      span.setAttribute("role", "alert");
+      span.textContent = text;
+      meta.replaceChildren(span);
+    }
     article.classList.add("status-failed");
+  }
+
+  // "Waiting for the model…", then "Still waiting…", until the first token arrives.
+  function waitNotice(article) {
+    const meta = article.querySelector(".message-meta");
+    const note = document.createElement("span");
+    note.className = "wait-note muted";
+    note.setAttribute("role", "status");
+    if (meta) meta.insertBefore(note, meta.querySelector(".stop-button"));
+    const messages = pane();
+    const waitMs = Number(messages && messages.dataset.waitMs) || WAIT_MS;
+    const stillMs = Number(messages && messages.dataset.stillWaitMs) || STILL_WAIT_MS;
+    const timers = [
+      setTimeout(function () { note.textContent = "Waiting for the model…"; scrollToEnd(); }, waitMs),
+      setTimeout(function () { note.textContent = "Still waiting — the local model may be busy."; scrollToEnd(); }, stillMs),
+    ];
+    return function clear() {
+      timers.forEach(clearTimeout);
+      note.remove();
+    };
   }
 
   async function stream(article) {
@@ -45,6 +94,7 @@
         setTimeout(function () { controller.abort(); }, 3000);
       });
     }
+    let clearWait = waitNotice(article);
     let response;
     try {
       response = await fetch(url, {
@@ -53,10 +103,12 @@
         signal: controller.signal,
       });
     } catch (e) {
+      clearWait();
       showFailure(article, "Could not reach the server. Reload the page to retry.");
       return;
     }
     if (!response.ok || !response.body) {
+      clearWait();
       let detail = "The reply could not be started.";
       try { detail = (await response.json()).detail || detail; } catch (e) { /* not JSON */ }
       showFailure(article, detail);
@@ -82,11 +134,14 @@
           if (!data) continue;
           const payload = JSON.parse(data);
           if (event === "token") {
+            clearWait();
+            clearWait = function () {};
             text += payload.text;
             content.textContent = text;
             article.classList.add("status-streaming");
             scrollToEnd();
           } else if (event === "done") {
+            clearWait();
             article = replaceMessage(article, payload.html);
             scrollToEnd();
             document.body.dispatchEvent(new CustomEvent("conversations-changed"));
@@ -97,6 +152,7 @@
     } catch (e) {
       if (e.name !== "AbortError") console.warn("stream ended", e);
     }
+    clearWait();
     // The stream ended without a final event (aborted or cut): show the saved state.
     setTimeout(function () { window.location.reload(); }, 800);
   }
@@ -107,22 +163,79 @@
     });
   }
 
+  // --- The composer: Enter sends; the text stays until the server has taken it ---
+
+  function draftKey(form) { return "mnemo-draft:" + form.getAttribute("hx-post"); }
+
   document.addEventListener("keydown", function (event) {
     const target = event.target;
     if (target.matches && target.matches(".composer textarea") && event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       if (target.value.trim()) htmx.trigger(target.form, "submit");
     }
+    if (event.key === "Escape") closeDrawer();
+  });
+
+  // A draft survives a reload (the refusal messages say "reload the page").
+  document.addEventListener("input", function (event) {
+    const form = event.target.form;
+    if (form && form.id === "composer") {
+      try { sessionStorage.setItem(draftKey(form), event.target.value); } catch (e) { /* storage off */ }
+    }
   });
 
   document.addEventListener("htmx:afterRequest", function (event) {
     const form = event.detail.elt;
-    if (form && form.id === "composer" && event.detail.successful) {
+    if (!form || form.id !== "composer") return;
+    // Only a 2xx answer means the message was saved; a refusal (413, 429, 400, 503, …)
+    // left its message in #composer-error and the text stays in the box.
+    if (event.detail.successful && event.detail.xhr.status < 300) {
       form.reset();
-      const error = document.getElementById("composer-error");
-      if (error) error.textContent = "";
+      try { sessionStorage.removeItem(draftKey(form)); } catch (e) { /* storage off */ }
       const empty = document.getElementById("empty-state");
       if (empty) empty.remove();
+      scrollToEnd(true);
+    } else {
+      const box = form.querySelector("textarea");
+      if (box) box.focus();
+    }
+  });
+
+  function restoreDraft() {
+    const form = document.getElementById("composer");
+    if (!form) return;
+    const box = form.querySelector("textarea");
+    try {
+      const draft = sessionStorage.getItem(draftKey(form));
+      if (box && draft && !box.value) box.value = draft;
+    } catch (e) { /* storage off */ }
+  }
+
+  // --- Phone: the conversation list is a drawer behind a button ---
+
+  function setDrawer(open) {
+    document.body.classList.toggle("drawer-open", open);
+    document.querySelectorAll(".drawer-toggle").forEach(function (button) {
+      button.setAttribute("aria-expanded", open ? "true" : "false");
+    });
+    const backdrop = document.getElementById("drawer-backdrop");
+    if (backdrop) backdrop.hidden = !open;
+  }
+
+  function closeDrawer() {
+    if (document.body.classList.contains("drawer-open")) setDrawer(false);
+  }
+
+  document.addEventListener("click", function (event) {
+    const toggle = event.target.closest && event.target.closest(".drawer-toggle");
+    if (toggle) {
+      setDrawer(!document.body.classList.contains("drawer-open"));
+      if (document.body.classList.contains("drawer-open")) {
+        const first = document.querySelector("#chat-sidebar button, #chat-sidebar a");
+        if (first) first.focus();
+      }
+    } else if (event.target.id === "drawer-backdrop") {
+      closeDrawer();
     }
   });
 
@@ -132,7 +245,11 @@
   });
 
   document.addEventListener("DOMContentLoaded", function () {
+    trackScroll();
+    restoreDraft();
     startStreams(document);
-    scrollToEnd();
+    scrollToEnd(true);
   });
+  // Fonts and layout can still change heights after DOMContentLoaded: open at the newest.
+  window.addEventListener("load", function () { scrollToEnd(); });
 })();

@@ -47,3 +47,31 @@ def test_the_login_page_works_at_phone_width(page: Any) -> None:
     box = button.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
     screenshot(page, "login-phone")
+
+
+def test_the_account_and_erasure_pages_count_in_words_at_both_widths(page: Any, user: User) -> None:
+    page.goto("/accounts/login/")
+    page.locator("#id_login").fill(user.email)
+    page.locator("#id_password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    expect(page).to_have_url(r"/chat/")
+
+    page.goto("/account/")
+    expect(page.locator(".danger-zone")).to_contain_text("0 conversations")
+    expect(page.get_by_role("link", name="Export my data").locator("svg.icon")).to_have_count(1)
+    screenshot(page, "account-desktop")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto("/account/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "account-phone")
+
+    page.goto("/account/erase")
+    page.locator("#id_password").fill(PASSWORD)
+    page.get_by_role("button", name="Erase everything").click()
+    erased = page.locator(".erase-list")
+    expect(erased).to_contain_text("1 account")
+    expect(erased).to_contain_text("1 session")
+    expect(erased).to_contain_text("1 cache key")
+    for wrong in ("1 email addresses", "1 sessions", "1 cache keys"):
+        expect(erased).not_to_contain_text(wrong)
+    screenshot(page, "erased-phone")

@@ -631,6 +631,18 @@ def test_generate_title_replaces_the_provisional_title_with_a_cleaned_one(
     assert any("I want to visit Lisbon next May" in m["content"] for m in request["messages"])
 
 
+def test_generate_title_strips_markdown_from_the_models_answer(
+    user: Any, fake_llm: FakeLLM
+) -> None:
+    conversation = _conversation_with_first_message(user, "I want to visit Lisbon next May")
+    fake_llm.reply("**Title:** **Trip** to _Lisbon_ in `May`\n\nHope this helps!")
+
+    title = services.generate_title(conversation_id=conversation.pk)
+
+    conversation.refresh_from_db()
+    assert title == conversation.title == "Trip to Lisbon in May"
+
+
 def test_generate_title_keeps_the_provisional_title_when_the_answer_is_unusable(
     user: Any, fake_llm: FakeLLM
 ) -> None:

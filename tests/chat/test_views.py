@@ -120,6 +120,24 @@ def test_rename_and_delete(user_client: Client, user: Any) -> None:
 
 
 @pytest.mark.django_db
+def test_a_refused_rename_answers_in_the_rename_forms_error_slot(
+    user_client: Client, user: Any
+) -> None:
+    conversation = services.start_conversation(user=user, title="Plans")
+    response = user_client.post(
+        reverse("chat:rename", args=[conversation.pk]),
+        {"title": "   "},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 400
+    assert response.content.decode() == "A title cannot be empty."
+    assert response["HX-Retarget"] == "#rename-error"
+    assert response["HX-Reswap"] == "innerHTML"
+    conversation.refresh_from_db()
+    assert conversation.title == "Plans"
+
+
+@pytest.mark.django_db
 def test_replies_render_markdown_sanitized(user_client: Client, user: Any) -> None:
     conversation = services.start_conversation(user=user)
     Message.objects.create(

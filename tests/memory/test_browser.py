@@ -106,7 +106,7 @@ def test_learn_in_chat_then_correct_pin_delete_search_and_export_on_the_memory_p
 
     # 4. Pin it: it never expires.
     item.get_by_role("button", name="Pin").click()
-    expect(item.locator(".memory-text")).to_contain_text("📌")
+    expect(item.locator(".memory-text svg.icon-pin")).to_have_attribute("aria-label", "Pinned")
     expect(item).to_contain_text("never expires")
     expect(item.get_by_role("button", name="Unpin")).to_be_visible()
     lisbon.refresh_from_db()
@@ -141,7 +141,9 @@ def test_learn_in_chat_then_correct_pin_delete_search_and_export_on_the_memory_p
     page.get_by_label("Search your memories").fill("where do I live")
     results = page.locator("#memory-list")
     expect(results).to_contain_text("1 result for “where do I live”")
-    expect(results.locator(".memory-text")).to_have_text(["📌 I live in Porto"])
+    expect(results.locator(".memory-text")).to_have_count(1)
+    expect(results.locator(".memory-text")).to_contain_text("I live in Porto")
+    expect(results.locator(".memory-text svg.icon-pin")).to_have_count(1)
     assert page.evaluate("window.mnemoSamePage") is True
 
     # 8. Export downloads everything as JSON, matching what the page shows.
@@ -220,3 +222,20 @@ def test_the_memory_page_fits_desktop_and_phone_widths(page: Any, user: Any) -> 
         box = page.locator(selector).bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
     screenshot(page, "memory-phone")
+
+
+def test_a_refused_edit_keeps_the_corrected_text_and_says_why(page: Any, user: Any) -> None:
+    memory = services.remember(user=user, content="I live in Lisbon", kind="profile")
+    sign_in(page, user)
+    page.goto("/memory/")
+    item = page.locator(f"#memory-{memory.pk}")
+    item.get_by_role("button", name="Edit").click()
+    editor = item.get_by_label("Memory text")
+    editor.fill("I live in Porto now")
+    # Deleted meanwhile (another tab, retention): the save is refused with a 404.
+    services.forget(user=user, memory_id=memory.pk)
+    item.get_by_role("button", name="Save").click()
+    expect(item.get_by_role("alert")).not_to_be_empty()
+    expect(item.get_by_role("alert")).to_be_visible()
+    expect(editor).to_have_value("I live in Porto now")
+    screenshot(page, "memory-edit-refused")

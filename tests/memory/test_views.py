@@ -132,7 +132,8 @@ def test_a_pinned_memory_never_expires_on_the_page(user: Any, user_client: Clien
     html = user_client.get(reverse("memory:index")).content.decode()
 
     assert "never expires" in _group(html, "profile")
-    assert "📌" in _group(html, "profile")
+    assert '<svg class="icon icon-pin"' in _group(html, "profile")
+    assert 'aria-label="Pinned"' in _group(html, "profile")
     assert "Unpin" in _group(html, "profile")
     assert "never expires" not in _group(html, "preference")
 
@@ -277,7 +278,7 @@ def test_pin_and_unpin_return_the_item_and_change_the_memory(
     html = pinned.content.decode()
     assert pinned.status_code == 200
     assert html.lstrip().startswith(f'<article id="memory-{memory.pk}" class="memory-item pinned"')
-    assert "📌" in html and "never expires" in html
+    assert 'aria-label="Pinned"' in html and "never expires" in html
     assert "{&quot;pinned&quot;: &quot;false&quot;}" in html or '"pinned": "false"' in html
     memory.refresh_from_db()
     assert memory.pinned is True
