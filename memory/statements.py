@@ -53,9 +53,10 @@ class Reading:
 
 # --- Vocabulary ---
 
-_CAP = r"[A-ZÀ-ÖØ-Þ][\w'’.&-]*"
+_CAP = r"[A-ZÀ-ÖØ-Þ][\w'.&-]*"
 # A proper name: capitalized words, with the small connectors of place and family names.
-NAME = rf"{_CAP}(?:(?: (?:de|da|do|dos|das|del|della|di|du|van|von|der|den|le|la|al|bin|of))? {_CAP}){{0,3}}"
+_CONNECTOR = r"de|da|do|dos|das|del|della|di|du|van|von|der|den|le|la|al|bin|of"
+NAME = rf"{_CAP}(?:(?: (?:{_CONNECTOR}))? {_CAP}){{0,3}}"
 _DEMONYMS = frozenset(
     """american british english scottish welsh irish french german dutch belgian swiss
     austrian italian spanish portuguese brazilian mexican argentinian chilean colombian
@@ -184,10 +185,10 @@ _LEAD_IN = re.compile(
     r"update|news|big news|good news|great news|sad news|fun fact|guess what|heads up|"
     r"as i said|as i told you|like i said|as mentioned|changed my mind|i changed my mind|"
     r"in fact|honestly|to be honest|tbh|now|these days|nowadays|lately|currently|recently|"
-    r"finally|plus|oh and|and also|one more thing|also note|p\.?s\.?)\b[\s,:;!.—–-]*"
+    r"finally|plus|oh and|and also|one more thing|also note|p\.?s\.?)\b[\s,:;!.\u2014\u2013-]*"
     # Interjections only with their punctuation: "No emojis" is a request, "No, I …" is not.
     r"|^(?:yes|yeah|yep|no|nope|sure|thanks|thank you|cool|great|nice|right|haha|lol)"
-    r"\b\s*[,:;!.—–-]+\s*",
+    r"\b\s*[,:;!.\u2014\u2013-]+\s*",
     re.IGNORECASE,
 )
 _REMEMBER = re.compile(
@@ -206,7 +207,8 @@ _HEADLINE = re.compile(r"^[\w' -]{1,30}:\s+(?=\S)")
 
 
 def _clean(text: str) -> str:
-    text = text.replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"')
+    for curly, straight in (("\u2019", "'"), ("\u2018", "'"), ("\u201c", '"'), ("\u201d", '"')):
+        text = text.replace(curly, straight)
     return " ".join(text.split())
 
 
@@ -236,7 +238,7 @@ def clauses(sentence: str) -> list[str]:
     """A sentence cut where a new statement starts ("I'm Ada and I live in Paris")."""
     parts = []
     for part in _CLAUSE_SPLIT.split(sentence):
-        part = _strip_lead_ins(part.strip(" ,.!;:-—–\"'()"))
+        part = _strip_lead_ins(part.strip(" ,.!;:-\u2014\u2013\"'()"))
         part = re.sub(r"(?i)(?:,\s*|\s+)please$", "", part).strip(" ,.!;:-\"'")
         if part:
             parts.append(part)
@@ -325,7 +327,8 @@ def _name(clause: str) -> Read | None:
         rf"everyone calls me|i go by|name's|you can call me)\s+(?P<name>{NAME})\b",
         clause,
     ) or re.match(
-        rf"^(?i:i'm|i am|this is|it's)\s+(?P<name>{NAME})(?P<rest>$|,.*$|\s+(?i:here|from|and)\b.*$)",
+        rf"^(?i:i'm|i am|this is|it's)\s+(?P<name>{NAME})"
+        r"(?P<rest>$|,.*$|\s+(?i:here|from|and)\b.*$)",
         clause,
     )
     if not m:
@@ -406,7 +409,8 @@ def _role(clause: str) -> Read | None:
         r"^(?:(?i:i|we)(?i:'m| am)?(?i:\s+(?:now|currently|still))*\s+(?i:work(?:ing)? as)"
         r"|(?i:my) (?i:job|role|position|title|profession) (?i:is)"
         r"|(?i:i'm|i am)(?i:\s+(?:now|currently|still|also))*)"
-        r"\s+(?i:a|an)?\s*(?P<role>[a-zA-Z][a-zA-Z -]*?)(?P<rest>(?:\s+(?i:at|in|for|by|from)\s+.+)?)$",
+        r"\s+(?i:a|an)?\s*(?P<role>[a-zA-Z][a-zA-Z -]*?)"
+        r"(?P<rest>(?:\s+(?i:at|in|for|by|from)\s+.+)?)$",
         clause,
     )
     if not m:
@@ -428,7 +432,8 @@ def _role(clause: str) -> Read | None:
 
 def _timezone(clause: str) -> Read | None:
     m = re.match(
-        r"^(?i:my|our) (?i:time ?zone) (?i:is)(?i: now)?\s+(?P<tz>[A-Za-z][\w/+:-]*(?: [A-Z][\w/+:-]*)?)"
+        r"^(?i:my|our) (?i:time ?zone) (?i:is)(?i: now)?\s+"
+        r"(?P<tz>[A-Za-z][\w/+:-]*(?: [A-Z][\w/+:-]*)?)"
         r"|^(?:(?i:i'm|i am|we're|we are)(?i: now)? (?i:in|on)(?i: the)?)\s+"
         r"(?P<tz2>[A-Z][\w/+:-]*(?: [A-Z][\w/+:-]*)?)\s+(?i:time ?zone|time)\b",
         clause,
@@ -498,7 +503,8 @@ def _diet(clause: str) -> Read | None:
     if m and re.fullmatch(DIETS, m.group("diet")):
         return [Statement(PROFILE, f"I am no longer {m.group('diet')}.", "diet")], []
     m = re.match(
-        r"^(?:i|we) (?:now |started |have started |'ve started )?(?:eat|eating) (?P<food>meat|fish) again",
+        r"^(?:i|we) (?:now |started |have started |'ve started )?(?:eat|eating) "
+        r"(?P<food>meat|fish) again",
         lowered,
     )
     if m:
@@ -528,7 +534,8 @@ def _allergy(clause: str) -> Read | None:
 
 def _pet(clause: str) -> Read | None:
     m = re.match(
-        rf"^{_I} (?i:have|has|got|adopted|own|just got|recently adopted)(?i: (?:a|an|one|two|three|\d+|"
+        rf"^{_I} (?i:have|has|got|adopted|own|just got|recently adopted)"
+        r"(?i: (?:a|an|one|two|three|\d+|"
         rf"new|little|big|old|young|rescue|grey|gray|black|white|brown|ginger|tabby|cute|sweet))*\s+"
         rf"(?P<species>(?i:{SPECIES}))(?i:s)?,?\s+(?i:called|named)\s+(?P<name>{NAME})(?P<rest>.*)$",
         clause,
@@ -586,7 +593,8 @@ def _preference(clause: str) -> Read | None:
         r"just|definitely|generally|usually|mostly|now|actually|secretly)\s+)*"
         r"(?P<verb>(?i:prefer|like|love|enjoy|adore|hate|dislike|detest|can't stand|cannot stand|"
         r"don't like|do not like|don't enjoy|do not enjoy|am into|'m into|am a big fan of|"
-        r"'m a big fan of|am a fan of|'m a fan of|am not a fan of|'m not a fan of))\s+(?P<what>.+)$",
+        r"'m a big fan of|am a fan of|'m a fan of|am not a fan of|'m not a fan of))"
+        r"\s+(?P<what>.+)$",
         clause,
     )
     if m:
@@ -601,7 +609,8 @@ def _preference(clause: str) -> Read | None:
             slot = f"taste:{_lemma(thing)}" if thing else None
         return [Statement(PREFERENCE, content, slot)], []
     m = re.match(
-        r"^(?i:my|our)\s+(?i:(?:all[- ]time\s+)?favou?rite)\s+(?P<thing>[\w ]+?)\s+(?i:is|are)\s+(?P<v>.+)$",
+        r"^(?i:my|our)\s+(?i:(?:all[- ]time\s+)?favou?rite)\s+(?P<thing>[\w ]+?)"
+        r"\s+(?i:is|are)\s+(?P<v>.+)$",
         clause,
     )
     if m:
@@ -618,7 +627,8 @@ def _imperative(clause: str) -> Read | None:
     lowered = clause.lower()
     m = re.match(
         rf"^(?:please\s+)?(?:always\s+)?(?:keep|make)\s+(?:your\s+|the\s+|my\s+)?(?P<obj>{_STYLE_NOUNS}|it|them|things)"
-        rf"\s+(?P<adj>(?:very\s+|nice and\s+|really\s+)?(?:{_LENGTH}|{_TONE}|to the point|short and sweet))\b",
+        r"\s+(?P<adj>(?:very\s+|nice and\s+|really\s+)?"
+        rf"(?:{_LENGTH}|{_TONE}|to the point|short and sweet))\b",
         lowered,
     )
     if m:

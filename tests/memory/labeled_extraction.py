@@ -17,6 +17,7 @@ Everything else that is live at the end is junk. Used by tests/memory/test_extra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -451,7 +452,7 @@ def score_case(case: Case, live: list[tuple[str, str]], total: Score) -> None:
         total.stale += [(case.name, c) for _, c in live if text.lower() in c.lower()]
 
 
-def run_case(case: Case, user: object) -> list[tuple[str, str]]:
+def run_case(case: Case, user: Any) -> list[tuple[str, str]]:
     """Say the case's turns as `user` through the real services; return live (kind, content)."""
     from chat import services as chat_services
     from chat.models import Message
