@@ -367,9 +367,9 @@ def _residence(clause: str) -> Read | None:
         r"(?i)\b(?:used to|will|going to|plan|planning|want|might)\b", clause[: m.start("place")]
     ):
         return None
-    place = m.group("place")
-    statements = [Statement(PROFILE, f"I live in {place}.", "residence")]
-    return statements, [Mention(place, "place")]
+    # No place entity: the profile holds where the person lives, and a move would leave the
+    # old city behind as a place in their life.
+    return [Statement(PROFILE, f"I live in {m.group('place')}.", "residence")], []
 
 
 def _origin(clause: str) -> Read | None:

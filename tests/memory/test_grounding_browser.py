@@ -137,4 +137,12 @@ def test_a_moved_city_is_the_one_a_new_chat_answers_with(
     item.get_by_role("button", name="History").click()
     expect(item.locator(".history-list")).to_contain_text("I live in Lisbon.")
     expect(page.locator("body")).to_contain_text("Bruno")
+    outside_history = page.evaluate(
+        """() => {
+            const copy = document.body.cloneNode(true);
+            copy.querySelectorAll(".history-list").forEach((list) => list.remove());
+            return copy.textContent;
+        }"""
+    )
+    assert "Berlin" in outside_history and "Lisbon" not in outside_history
     screenshot(page, "grounding-memory-history")
