@@ -210,6 +210,8 @@ MEMORY_PREAMBLE = (
 # the block layout at about 1 reply in 10 using a memory on that model).
 LAYOUTS = model_class.CLASSES
 SMALL_SYSTEM_PROMPT = "You are Mnemo, a friendly assistant."
+# A 135M model loses facts in a long list: the best few, the most relevant nearest the question.
+SMALL_FACTS_LIMIT = 8
 SMALL_FACTS_INTRO = "Facts about the person you are talking to:"
 SMALL_FACTS_OUTRO = (
     "Use these facts to answer questions about the person. If the facts do not say, "
@@ -239,7 +241,7 @@ def system_prompt(*, recalled: memory_services.Recalled, layout: str, rememberin
     if layout == model_class.SMALL:
         if not remembering:
             return SMALL_SYSTEM_PROMPT
-        facts = recalled.second_person_lines()
+        facts = recalled.second_person_lines(limit=SMALL_FACTS_LIMIT)
         if not facts:
             return f"{SMALL_SYSTEM_PROMPT} {SMALL_NO_FACTS}"
         listed = "\n".join(f"- {fact}" for fact in facts)

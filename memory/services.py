@@ -345,15 +345,20 @@ class Recalled:
         lines += [f"- (about {as_prompt_data(item.content)})" for item in self.entities]
         return "\n".join(lines)
 
-    def second_person_lines(self) -> list[str]:
+    def second_person_lines(self, limit: int | None = None) -> list[str]:
         """The items as short facts told to the person ("You live in Porto."), made inert.
 
         What a small model follows best (bench/grounding.py): it repeats "You live in …"
         when asked "Where do I live?", and ignores a marked block of first-person notes.
+        The `limit` best-scored items, the best last: nearest the question it answers.
         """
-        lines = [second_person(item.content) for item in self.memories]
-        lines += [second_person(item.content) for item in self.summaries]
-        lines += [f"About {item.content}." for item in self.entities]
+        best = sorted(self.items, key=lambda item: (-item.score, item.id))[:limit]
+        lines = []
+        for item in reversed(best):
+            if item.source == "entity":
+                lines.append(f"About {item.content}.")
+            else:
+                lines.append(second_person(item.content))
         return [as_prompt_data(line) for line in lines if line]
 
     @property
