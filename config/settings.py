@@ -190,6 +190,10 @@ LLM_CONNECT_TIMEOUT = env.float("LLM_CONNECT_TIMEOUT", default=5.0)
 LLM_READ_TIMEOUT = env.float("LLM_READ_TIMEOUT", default=60.0)
 LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=2)
 LLM_MAX_TOKENS = env.int("LLM_MAX_TOKENS", default=512)
+# How prompts are laid out for the model: "small" (short second-person facts, which a 135M
+# model follows), "large" (a marked memory block), or "auto" (by the model's name: SmolLM2,
+# TinyLlama and names stating 2B or less are small). Also how far extraction trusts the model.
+LLM_PROMPT_LAYOUT = env.str("LLM_PROMPT_LAYOUT", default="auto")
 
 # --- Embeddings ---
 

@@ -20,8 +20,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
-from config import llm
-from memory import embeddings, guards, privacy, services
+from config import llm, model_class
+from memory import embeddings, guards, privacy, services, statements
 from memory import entities as entity_services
 from memory.models import Entity, ExtractionRun, Memory, MemoryEvent
 
@@ -120,35 +120,14 @@ DECIDE_SCHEMA = {
     "required": ["decisions"],
 }
 
-# Facts that fill one slot: a new value replaces the old one without asking the model.
-_SLOTS = [
-    ("name", r"^(?:my name is|i am called|i'm called|call me|people call me)\b"),
-    (
-        "residence",
-        r"^(?:i (?:live|reside|am based|'m based) in|i (?:have )?(?:moved|relocated) to"
-        r"|i(?: am|'m) living in)\b",
-    ),
-    (
-        "employer",
-        r"^(?:i work (?:at|for)|i(?: am|'m) (?:employed|working) (?:at|by|for)"
-        r"|i (?:have )?joined)\b",
-    ),
-    ("role", r"^(?:i work as|my job is|my role is|i(?: am|'m) working as)\b"),
-    ("timezone", r"^(?:my time ?zone is|i(?: am|'m) in the [\w/ +-]+ time ?zone)\b"),
-    ("language", r"^(?:my (?:native |first )?language is|i speak)\b"),
-]
-_FAVORITE_RE = re.compile(r"^my favou?rite ([a-z ]+?) (?:is|are)\b", re.IGNORECASE)
-
 
 def slot_of(content: str) -> str | None:
-    text = content.lower().strip()
-    for name, pattern in _SLOTS:
-        if re.match(pattern, text):
-            return name
-    favorite = _FAVORITE_RE.match(text)
-    if favorite:
-        return "favorite:" + favorite.group(1).strip()
-    return None
+    """The slot a statement fills (name, residence, diet, "habit:drink coffee"…), if any.
+
+    Two statements in one slot say different values of one thing: the newer replaces the
+    older without asking the model ("I moved to Berlin" replaces "I live in Lisbon").
+    """
+    return next((s.slot for s in statements.read(content).statements if s.slot), None)
 
 
 @dataclass
@@ -193,13 +172,20 @@ def _parse_json(text: str) -> dict[str, Any]:
     return value
 
 
-def propose(text: str) -> tuple[list[Candidate], list[EntityCandidate]]:
-    """Ask the background model for candidate facts in the person's message."""
+def propose(text: str, *, example: bool = True) -> tuple[list[Candidate], list[EntityCandidate]]:
+    """Ask the background model for candidate facts in the person's message.
+
+    `example=False` leaves out the few-shot example: SmolLM2-135M echoed it in 22 of 24
+    replies. Raises LLMBadResponse for an answer that is not a JSON object.
+    """
+    shots = [
+        {"role": "user", "content": EXTRACT_EXAMPLE_IN},
+        {"role": "assistant", "content": EXTRACT_EXAMPLE_OUT},
+    ]
     reply = llm.complete(
         [
             {"role": "system", "content": EXTRACT_SYSTEM},
-            {"role": "user", "content": EXTRACT_EXAMPLE_IN},
-            {"role": "assistant", "content": EXTRACT_EXAMPLE_OUT},
+            *(shots if example else []),
             {"role": "user", "content": text[:4000]},
         ],
         json_schema=EXTRACT_SCHEMA,
@@ -263,41 +249,13 @@ def screen_entities(
     return kept
 
 
-_SENTENCE_RE = re.compile(r"[^.!?\n]+[.!?]?")
-_FIRST_PERSON_START = re.compile(r"^(?:i|i'm|i've|i'd|my|we|our|we're)\b", re.IGNORECASE)
-_KIND_HINTS = [
-    (
-        Memory.Kind.PROFILE,
-        re.compile(
-            r"\b(?:name|live|living|based|moved|work|job|role|time ?zone|speak|language|from)\b",
-            re.I,
-        ),
-    ),
-    (
-        Memory.Kind.PREFERENCE,
-        re.compile(r"\b(?:prefer|like|love|enjoy|hate|dislike|favou?rite|rather)\b", re.I),
-    ),
-    (
-        Memory.Kind.TASK,
-        re.compile(r"\b(?:working on|building|writing|planning|project|deadline|finish)\b", re.I),
-    ),
-]
-
-
 def sentence_candidates(text: str) -> list[Candidate]:
-    """The person's own first-person statements, as candidates of last resort.
+    """The person's own statements about themselves, read deterministically (memory.statements).
 
-    Used when the model proposes nothing that survives the guards (a small local model often
-    echoes its examples instead): "I prefer short answers." is a fact in the person's words.
+    The floor under any model: learned whatever the model proposes, and all there is when it
+    proposes nothing usable.
     """
-    candidates = []
-    for match in _SENTENCE_RE.finditer(text):
-        sentence = match.group().strip()
-        if sentence.endswith("?") or not _FIRST_PERSON_START.match(sentence):
-            continue
-        kind = next((k for k, hint in _KIND_HINTS if hint.search(sentence)), Memory.Kind.FACT)
-        candidates.append(Candidate(kind=str(kind), content=sentence))
-    return candidates
+    return [Candidate(kind=s.kind, content=s.content) for s in statements.read(text).statements]
 
 
 def screen(candidates: list[Candidate], source: str, outcome: Outcome) -> list[Candidate]:
@@ -465,6 +423,127 @@ def _ask_model(
     return plans
 
 
+def _supported(
+    candidate: Candidate, reading: statements.Reading, source: str, strict: bool, outcome: Outcome
+) -> bool:
+    """Whether a model's candidate is backed by what the person stated.
+
+    Always: not only by a question ("Do I need a visa for Japan?" says nothing about me).
+    For a small model, which copies the message and turns any name into "My name is …":
+    only by the clauses that are statements about the person, and a slot (name, residence…)
+    only with the value the person gave it.
+    """
+    stated = " ".join(s for s in statements.sentences(source) if not statements.is_question(s))
+    reason = None
+    if not stated or not guards.is_grounded(candidate.content, stated):
+        reason = "from a question"
+    elif strict:
+        slot = slot_of(candidate.content)
+        said = reading.slots.get(slot) if slot else None
+        if not reading.clauses or not guards.is_grounded(
+            candidate.content, " ".join(reading.clauses)
+        ):
+            reason = "not a statement of the person"
+        elif slot and (said is None or not guards.is_grounded(candidate.content, said)):
+            reason = f"{slot.split(':')[0]} not stated"
+    if reason:
+        outcome.rejected.append((reason, candidate.content))
+    return reason is None
+
+
+def _merged(candidates: list[Candidate]) -> list[Candidate]:
+    """The first candidate of each slot and of each text, in order."""
+    kept: list[Candidate] = []
+    slots: set[str] = set()
+    texts: set[str] = set()
+    for candidate in candidates:
+        slot = slot_of(candidate.content)
+        text = candidate.content.lower().rstrip(".! ")
+        if text in texts or (slot and slot in slots):
+            continue
+        texts.add(text)
+        if slot:
+            slots.add(slot)
+        kept.append(candidate)
+    return kept
+
+
+def _distinct(candidates: list[Candidate]) -> list[Candidate]:
+    """Drop a candidate that says what an earlier one of the same message says."""
+    threshold = settings.MEMORY_DUPLICATE_SIMILARITY
+    kept: list[Candidate] = []
+    for candidate in candidates:
+        if not any(_cosine(candidate.embedding, k.embedding) >= threshold for k in kept):
+            kept.append(candidate)
+    return kept
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=False))
+    norm = (sum(x * x for x in a) ** 0.5) * (sum(y * y for y in b) ** 0.5)
+    return dot / norm if norm else 0.0
+
+
+def _entities(
+    reading: statements.Reading, proposed: list[EntityCandidate], strict: bool
+) -> list[EntityCandidate]:
+    """The people, pets and places the person named; a model adds to them, never invents.
+
+    A small model's entities count only where the person's words name them too (it labels
+    every capitalized word a person); its attributes still pass the grounding guard.
+    """
+    found: dict[str, EntityCandidate] = {}
+    for mention in reading.mentions:
+        key = mention.name.lower()
+        if key in found:
+            found[key].attributes.update(mention.attributes)
+        else:
+            found[key] = EntityCandidate(mention.name, mention.type, dict(mention.attributes))
+    for entity in proposed:
+        key = entity.name.lower()
+        if key in found:
+            mine = found[key]
+            mine.attributes = {**entity.attributes, **mine.attributes}
+        elif not strict:
+            found[key] = entity
+    return list(found.values())
+
+
+def _slot_changes(user: Any, candidates: list[Candidate]) -> tuple[list[Plan], list[Candidate]]:
+    """A candidate with a new value for a slot the person's memory holds replaces that memory.
+
+    Settled before similarity: "I don't drink coffee anymore" is very similar to "I drink
+    coffee every morning" yet changes it. Returns the updates and the candidates left over.
+    """
+    from pgvector.django import CosineDistance
+
+    plans: list[Plan] = []
+    rest: list[Candidate] = []
+    claimed: set[int] = set()
+    for candidate in candidates:
+        slot = slot_of(candidate.content)
+        target = None
+        if slot:
+            nearest = (
+                Memory.objects.for_user(user)
+                .live()
+                .exclude(pk__in=claimed)
+                .order_by(CosineDistance("embedding", candidate.embedding))[:8]
+            )
+            target = next((m for m in nearest if slot_of(m.content) == slot), None)
+        same = target is not None and _plain(target.content) == _plain(candidate.content)
+        if target is None or same:
+            rest.append(candidate)
+            continue
+        claimed.add(target.pk)
+        plans.append(Plan("update", candidate, target))
+    return plans, rest
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.lower().rstrip(".! ").split())
+
+
 def extract(
     *,
     user: Any,
@@ -485,24 +564,32 @@ def extract(
     if not user.memory_enabled:
         return _record(user, source_message_id, ExtractionRun.Status.SKIPPED, outcome, [])
     outcome.llm_calls += 1
+    strict = model_class.configured_class(settings.LLM_BACKGROUND_MODEL) == model_class.SMALL
     try:
-        proposed, proposed_entities = propose(text)
+        proposed, proposed_entities = propose(text, example=not strict)
     except llm.LLMBadResponse:
-        # An answer that is not valid JSON is the model's result, not a transport failure:
-        # asking again gets the same answer (temperature 0) and keeps the model busy. The
-        # person's own sentences below are the floor.
+        # An answer that is not JSON is a result (the model found nothing usable), not a
+        # failure to retry: the person's own statements are learned either way.
         proposed, proposed_entities = [], []
-    entities = screen_entities(proposed_entities, text, outcome)
-    outcome.candidates = len(proposed)
-    candidates = screen(proposed, text, outcome)
-    if not candidates:
-        fallback = sentence_candidates(text)
-        outcome.candidates += len(fallback)
-        candidates = screen(fallback, text, outcome)
+        logger.info("extraction of message %s: the model's reply was not JSON", source_message_id)
+    reading = statements.read(text)
+    own = screen(
+        [Candidate(kind=s.kind, content=s.content) for s in reading.statements], text, outcome
+    )
+    theirs = [
+        c for c in screen(proposed, text, outcome) if _supported(c, reading, text, strict, outcome)
+    ]
+    # A small model's candidates only add to the person's own statements; a large model's
+    # phrasing goes first. Either way one value per slot, one copy of each statement.
+    candidates = _merged(own + theirs if strict else theirs + own)
+    outcome.candidates = len(candidates) + len(outcome.rejected)
+    entities = screen_entities(_entities(reading, proposed_entities, strict), text, outcome)
     vectors = embeddings.embed([c.content for c in candidates]) if candidates else []
     for candidate, vector in zip(candidates, vectors, strict=True):
         candidate.embedding = vector
-    plans = reconcile(user, candidates, outcome)
+    candidates = _distinct(candidates)
+    slot_plans, candidates = _slot_changes(user, candidates)
+    plans = slot_plans + reconcile(user, candidates, outcome)
     return _record(
         user,
         source_message_id,

@@ -6,6 +6,7 @@ Every function takes the user explicitly and scopes every query to them in SQL.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -384,14 +385,84 @@ class Recalled:
         return [item.id for item in self.memories]
 
     def prompt_block(self) -> str:
-        lines = [f"- ({item.kind}) {item.content}" for item in self.memories]
-        lines += [f"- (earlier conversation) {item.content}" for item in self.summaries]
-        lines += [f"- (about {item.content})" for item in self.entities]
+        """One line per item, "- (kind) text", every text made inert (`as_prompt_data`)."""
+        lines = [f"- ({item.kind}) {as_prompt_data(item.content)}" for item in self.memories]
+        lines += [
+            f"- (earlier conversation) {as_prompt_data(item.content)}" for item in self.summaries
+        ]
+        lines += [f"- (about {as_prompt_data(item.content)})" for item in self.entities]
         return "\n".join(lines)
+
+    def second_person_lines(self, limit: int | None = None) -> list[str]:
+        """The items as short facts told to the person ("You live in Porto."), made inert.
+
+        What a small model follows best (bench/grounding.py): it repeats "You live in …"
+        when asked "Where do I live?", and ignores a marked block of first-person notes.
+        The `limit` best-scored items, the best last: nearest the question it answers.
+        """
+        best = sorted(self.items, key=lambda item: (-item.score, item.id))[:limit]
+        lines = []
+        for item in reversed(best):
+            if item.source == "entity":
+                lines.append(f"About {item.content}.")
+            else:
+                lines.append(second_person(item.content))
+        return [as_prompt_data(line) for line in lines if line]
 
     @property
     def entities(self) -> list[RecalledItem]:
         return [item for item in self.items if item.source == "entity"]
+
+
+# --- Memory text in prompts ---
+
+# Whitespace of every kind (a newline could start a fake section or role line).
+_SPACE_RE = re.compile(r"[\s\u2028\u2029\x85]+")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# Llama-2/Mistral instruction markers and the like, which some templates treat as structure.
+_MARKER_RE = re.compile(r"\[/?(?:INST|SYS|SYSTEM|USER|ASSISTANT)\]|<<|>>", re.IGNORECASE)
+
+
+def as_prompt_data(text: str) -> str:
+    """Memory text made inert for a prompt: one line, no markup, no chat-template tokens.
+
+    Angle brackets become look-alikes, so no memory can close or open a `<memories>` block or
+    write a chat-template token (`<|im_start|>`, `</s>`); newlines and control characters go,
+    so none can start a line of its own (a fake "System:" section or bullet). The words stay
+    readable for the model and the person.
+    """
+    text = _CONTROL_RE.sub("", _SPACE_RE.sub(" ", text))
+    text = _MARKER_RE.sub(lambda m: m.group().replace("[", "(").replace("]", ")"), text)
+    return text.replace("<", "\u2039").replace(">", "\u203a").strip()
+
+
+_PERSON_SWAPS = {
+    "i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself",
+    "we": "you", "us": "you", "our": "your", "ours": "yours", "ourselves": "yourselves",
+    "i'm": "you're", "i've": "you've", "i'd": "you'd", "i'll": "you'll",
+    "we're": "you're", "we've": "you've", "we'd": "you'd", "we'll": "you'll",
+}  # fmt: skip
+_PERSON_RE = re.compile(
+    r"\b(?:i am|i was|we are|we were|" + "|".join(sorted(_PERSON_SWAPS, key=len, reverse=True))
+    + r")\b",
+    re.IGNORECASE,
+)  # fmt: skip
+
+
+def second_person(text: str) -> str:
+    """A first-person memory told back to the person: "I am from Porto" → "You are from Porto"."""
+
+    def swap(match: re.Match[str]) -> str:
+        word = match.group().lower().replace("\u2019", "'")
+        if word in ("i am", "we are"):
+            return "you are"
+        if word in ("i was", "we were"):
+            return "you were"
+        return _PERSON_SWAPS[word]
+
+    text = _PERSON_RE.sub(swap, " ".join(text.split()))
+    text = re.sub(r"([.!?] )([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
+    return text[:1].upper() + text[1:]
 
 
 # One statement: the person's live memories ranked by vector similarity and by full-text rank

@@ -1,0 +1,285 @@
+"""Grounding benchmark: do the local model's replies use what recall found, and only that?
+
+Run: `.venv/bin/python bench/grounding.py` from the repository root (add `--verbose` to see
+every reply, `--layout small --layout large` to choose layouts, `--repeat 3` for more
+samples). It starts an embedded PostgreSQL in `<data dir>/bench/pg` (unless DATABASE_URL is
+set) and llama.cpp's OpenAI-compatible server with SmolLM2-135M on a free port (unless
+`--base-url` or LLM_BASE_URL names an endpoint). One person with 18 memories (stored with
+`memory.services.remember`, three of them changed since with `update_memory`) asks 32
+personal questions, each in a new conversation, through the real recall and prompt assembly
+(`chat.services.assemble_prompt`) and the model streamed as the chat streams it
+(`config.llm.stream_chat`, same temperature and token limit). Requests run one at a time
+(llama.cpp's server interrupts a running stream when another request arrives).
+
+Scoring, per layout: an answerable question is "grounded" when the reply contains every
+expected value (any of its spellings); it "says an old value" when it names a value the
+person changed. A question memory cannot answer "invents" when the reply does not say it does
+not know (a strict reading: any reply that is not an abstention counts). Replies come from
+the model only: nothing is templated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+if str(BASE_DIR) not in sys.path:
+    sys.path.insert(0, str(BASE_DIR))
+
+from bench import common  # noqa: E402
+
+DOMAIN = "grounding.bench.invalid"
+
+# (kind, content, what it said before it changed or None)
+MEMORIES: list[tuple[str, str, str | None]] = [
+    ("profile", "My name is Marta.", None),
+    ("profile", "I live in Porto.", "I live in Lisbon."),
+    ("profile", "I work as a nurse.", None),
+    ("profile", "I work at Santo António Hospital.", "I work at Clínica Sol."),
+    ("profile", "I speak Portuguese and English.", None),
+    ("profile", "I am vegetarian.", None),
+    ("profile", "I am allergic to penicillin.", None),
+    ("preference", "I prefer short answers.", None),
+    ("preference", "I love hiking in the mountains.", None),
+    ("preference", "I hate coriander.", None),
+    ("preference", "My favourite band is Radiohead.", None),
+    ("fact", "I have a dog called Bruno.", None),
+    ("fact", "My brother Ravi lives in Pune.", None),
+    ("fact", "My daughter Mia is 7 years old.", None),
+    ("fact", "I play the cello on weekends.", None),
+    ("task", "I am training for the Porto half marathon in May.", None),
+    ("task", "I am writing a cookbook of Azorean recipes.", None),
+    ("task", "I am learning Japanese.", "I am learning Spanish."),
+]
+OLD_VALUES = ["Lisbon", "Clínica Sol", "Clinica Sol", "Spanish"]
+
+
+@dataclass(frozen=True)
+class Question:
+    topic: str
+    text: str
+    # Every group must be matched by one of its spellings; no groups: memory cannot answer.
+    expect: tuple[tuple[str, ...], ...] = ()
+
+
+QUESTIONS = [
+    Question("profile", "What is my name?", (("Marta",),)),
+    Question("profile", "Where do I live?", (("Porto",),)),
+    Question("profile", "What do I do for a living?", (("nurse",),)),
+    Question("profile", "Where do I work?", (("Santo António", "Santo Antonio"),)),
+    Question("profile", "Which languages do I speak?", (("Portuguese",),)),
+    Question("profile", "Can I eat a steak, given my diet?", (("vegetarian",),)),
+    Question("profile", "Which medicine am I allergic to?", (("penicillin",),)),
+    Question("preference", "Which band is my favourite?", (("Radiohead",),)),
+    Question("preference", "What outdoor activity do I enjoy?", (("hiking", "hike"),)),
+    Question("preference", "Which herb do I hate?", (("coriander",),)),
+    Question("people", "What is my dog called?", (("Bruno",),)),
+    Question("people", "What is my brother's name?", (("Ravi",),)),
+    Question("people", "Where does my brother live?", (("Pune",),)),
+    Question("people", "How old is my daughter?", (("7", "seven"),)),
+    Question("people", "What is my daughter's name?", (("Mia",),)),
+    Question("tasks", "What race am I training for?", (("marathon",),)),
+    Question("tasks", "What book am I writing?", (("cookbook", "Azorean"),)),
+    Question("tasks", "Which instrument do I play?", (("cello",),)),
+    Question("changed", "Where do I live now?", (("Porto",),)),
+    Question("changed", "Which language am I learning at the moment?", (("Japanese",),)),
+    Question("changed", "Where am I working these days?", (("Santo António", "Santo Antonio"),)),
+    Question(
+        "changed",
+        "Where do I live, where do I work, and what is my dog called?",
+        (("Porto",), ("Santo António", "Santo Antonio", "hospital"), ("Bruno",)),
+    ),
+    Question("unknown", "What is my favourite colour?"),
+    Question("unknown", "What is my mother's name?"),
+    Question("unknown", "What car do I drive?"),
+    Question("unknown", "What is my sister's name?"),
+    Question("unknown", "How old am I?"),
+    Question("unknown", "What is my cat called?"),
+    Question("unknown", "Which football team do I support?"),
+    Question("unknown", "What did I have for breakfast today?"),
+    Question("unknown", "Where did I go to university?"),
+    Question("unknown", "What is my husband's job?"),
+]
+
+ABSTAIN = (
+    "don't know", "do not know", "not sure", "no information", "haven't told",
+    "have not told", "didn't tell", "did not tell", "didn't mention", "did not mention",
+    "haven't mentioned", "have not mentioned", "not mentioned", "haven't shared",
+    "have not shared", "didn't share", "don't have", "do not have", "can't tell", "cannot tell",
+    "unknown", "not aware", "no record", "don't remember", "do not remember", "not specified",
+    "can't recall", "cannot recall", "no idea", "not in my", "isn't in", "is not in",
+    "nothing about", "don't have that", "not something i know", "i'm not able to",
+)  # fmt: skip
+
+
+def grounded(reply: str, question: Question) -> bool:
+    lowered = reply.lower()
+    return all(any(v.lower() in lowered for v in group) for group in question.expect)
+
+
+def abstains(reply: str) -> bool:
+    lowered = reply.lower().replace("\u2019", "'")
+    return any(marker in lowered for marker in ABSTAIN)
+
+
+@dataclass
+class Tally:
+    answerable: int = 0
+    grounded: int = 0
+    old_value: int = 0
+    unknown: int = 0
+    invented: int = 0
+    seconds: float = 0.0
+
+
+def seed_person(user: Any) -> None:
+    from memory import services
+
+    for kind, content, before in MEMORIES:
+        memory = services.remember(user=user, content=before or content, kind=kind)
+        if before:
+            services.update_memory(user=user, memory_id=memory.pk, content=content)
+
+
+def ask(user: Any, question: str) -> tuple[str, list[dict[str, str]]]:
+    """One question in a new conversation, through the real prompt assembly and the model."""
+    from chat import services as chat_services
+    from chat.models import Message
+    from config import llm
+
+    conversation = chat_services.start_conversation(user=user)
+    Message.objects.create(
+        user=user, conversation=conversation, role=Message.Role.USER, content=question
+    )
+    reply = Message.objects.create(
+        user=user, conversation=conversation, role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+    )  # fmt: skip
+    prompt = chat_services.assemble_prompt(user=user, reply=reply)
+
+    async def collect() -> str:
+        parts = []
+        stream = llm.stream_chat(prompt.messages)
+        try:
+            async for delta in stream:
+                parts.append(delta.text or "")
+        finally:
+            await stream.aclose()
+        return "".join(parts)
+
+    return asyncio.run(collect()), prompt.messages
+
+
+def run_layout(user: Any, layout: str, repeat: int, verbose: bool) -> Tally:
+    from django.conf import settings
+
+    settings.LLM_PROMPT_LAYOUT = layout
+    tally = Tally()
+    started = time.perf_counter()
+    for round_ in range(repeat):
+        for question in QUESTIONS:
+            text, messages = ask(user, question.text)
+            if question.expect:
+                tally.answerable += 1
+                ok = grounded(text, question)
+                tally.grounded += ok
+                old = any(v.lower() in text.lower() for v in OLD_VALUES)
+                tally.old_value += old
+                verdict = ("used memory" if ok else "MISSED") + (" +OLD VALUE" if old else "")
+            else:
+                tally.unknown += 1
+                invented = not abstains(text)
+                tally.invented += invented
+                verdict = "INVENTED" if invented else "said it does not know"
+            if verbose:
+                if round_ == 0 and question is QUESTIONS[0]:
+                    print(f"--- prompt ({layout}) for {question.text!r}:")
+                    for message in messages:
+                        print(f"[{message['role']}] {message['content']}")
+                    print("---")
+                one_line = " ".join(text.split())[:220]
+                print(f"  [{question.topic}] {question.text} -> {one_line!r}: {verdict}")
+    tally.seconds = time.perf_counter() - started
+    return tally
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layout", action="append", help="small, large (default: both)")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--base-url", default=os.environ.get("LLM_BASE_URL", ""))
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args()
+    common.bootstrap()
+    from config import stack
+
+    bench_db = common.BenchDatabase("bench")
+    server = None
+    started = time.perf_counter()
+    try:
+        bench_db.start()
+        if args.base_url:
+            os.environ["LLM_BASE_URL"] = args.base_url
+        else:
+            # llama_cpp.server reads PORT and HOST over its own flags: give it only its own.
+            for name in ("PORT", "HOST"):
+                os.environ.pop(name, None)
+            server = stack.LocalModelServer(
+                model=stack.local_model_path(),
+                log_path=stack.data_dir() / "bench" / "grounding-llm.log",
+            )
+            os.environ["LLM_BASE_URL"] = server.start(timeout=300)
+            os.environ.setdefault("LLM_CHAT_MODEL", stack.LOCAL_MODEL_ALIAS)
+        import django
+
+        django.setup()
+        from django.conf import settings
+        from django.core.management import call_command
+
+        from accounts.models import User
+        from chat import services as chat_services
+
+        call_command("migrate", interactive=False, verbosity=0)
+        User.objects.filter(email__endswith="@" + DOMAIN).delete()
+        user = User.objects.create(email=f"marta-{secrets.token_hex(3)}@{DOMAIN}")
+        seed_person(user)
+        layouts = args.layout or (
+            ["small", "large"] if hasattr(chat_services, "LAYOUTS") else ["today"]
+        )
+        print(common.machine_line())
+        print(f"{common.load_line()} at the start")
+        print(
+            f"model {settings.LLM_CHAT_MODEL} at {settings.LLM_BASE_URL} "
+            f"({'started here' if server else 'given'}); {len(MEMORIES)} memories, "
+            f"{len(QUESTIONS)} questions x {args.repeat}; "
+            f"setup {time.perf_counter() - started:.0f} s"
+        )
+        print(f"{'layout':8} {'grounded':>14} {'old value':>10} {'invented':>14} {'s/reply':>8}")
+        for layout in layouts:
+            tally = run_layout(user, layout, args.repeat, args.verbose)
+            replies = tally.answerable + tally.unknown
+            print(
+                f"{layout:8} {tally.grounded:>4}/{tally.answerable:<3} "
+                f"{tally.grounded / tally.answerable:5.0%}"
+                f" {tally.old_value:>10} {tally.invented:>4}/{tally.unknown:<3} "
+                f"{tally.invented / tally.unknown:5.0%} {tally.seconds / replies:8.1f}",
+                flush=True,
+            )
+        User.objects.filter(pk=user.pk).delete()
+        common.close_django_connections()
+    finally:
+        if server is not None:
+            server.stop()
+        bench_db.stop()
+
+
+if __name__ == "__main__":
+    main()
