@@ -525,7 +525,7 @@ class Profiler:
         if self.problem or not self.output.exists():
             print(f"   {self.problem or 'no profile'}")
             return
-        inclusive: Counter[str] = Counter()
+        leaves: Counter[str] = Counter()
         groups: Counter[str] = Counter()
         total = 0
         for line in self.output.read_text(errors="replace").splitlines():
@@ -534,43 +534,51 @@ class Profiler:
                 continue
             count = int(count_text)
             total += count
-            frames = stack.split(";")
-            for frame in set(frames):
-                inclusive[frame] += count
-            for group in {classify(frame) for frame in frames} - {""}:
-                groups[group] += count
+            frames = stack.split(";")  # outermost first
+            leaves[frames[-1]] += count
+            # Each sample counts once, for the innermost part of the app it was in.
+            groups[next((g for f in reversed(frames) if (g := classify(f))), "other")] += count
         if not total:
             print("   no samples")
             return
-        print(f"   {total} samples; share of samples whose stack includes:")
+        print(f"   {total} samples, each counted for the innermost of these it was in:")
         for group, count in groups.most_common():
             print(f"   {100 * count / total:6.1f} %  {group}")
-        print("   top frames (inclusive):")
-        for frame, count in inclusive.most_common(60):
-            if any(skip in frame for skip in ("<module>", "_run_module", "run_forever", "_run ")):
-                continue
+        print("   top functions by own time:")
+        for frame, count in leaves.most_common(25):
             print(f"   {100 * count / total:6.1f} %  {frame[:110]}")
 
 
 PROFILE_GROUPS = [
     ("openai SDK (request building, chunk parsing)", "openai/"),
-    ("SSE framing and the streamed response (chat/views.py)", "chat/views.py"),
     ("markdown rendering (chat/markdown.py)", "chat/markdown.py"),
     ("template rendering", "django/template/"),
     ("embedding (memory/embeddings.py)", "memory/embeddings.py"),
     ("recall (memory/services.py recall)", "recall (memory/services.py"),
     ("prompt assembly (assemble_prompt)", "assemble_prompt"),
-    ("Django ORM (django/db)", "django/db/"),
-    ("psycopg (driver and pool)", "psycopg"),
-    ("session and auth", "django/contrib/"),
-    ("asgiref thread hops", "asgiref/"),
-    ("uvicorn / HTTP protocol", "uvicorn/"),
-    ("Redis client", "redis/"),
     ("saving the reply (_finish)", "_finish (chat/services.py"),
+    ("Celery task publishing (kombu)", "kombu/"),
+    ("Redis client", "redis/"),
+    ("psycopg (driver and pool)", "psycopg"),
+    ("Django ORM (django/db)", "django/db/"),
+    ("session and auth", "django/contrib/"),
+    ("stream_reply (chat/services.py)", "chat/services.py"),
+    ("SSE framing and the streamed response (chat/views.py)", "chat/views.py"),
+    ("Django request handling (handlers, middleware)", "django/"),
+    ("asgiref thread hops (executors, thread start)", "asgiref/"),
+    ("threads (start, locks, queues)", "threading.py"),
+    ("thread pools", "concurrent/futures"),
+    ("httpx (the upstream LLM connection)", "httpx"),
+    ("httpcore (the upstream LLM connection)", "httpcore"),
+    ("uvicorn / HTTP protocol", "uvicorn/"),
+    ("asyncio event loop", "asyncio/"),
 ]
 
 
 def classify(frame: str) -> str:
+    """The part of the server a frame belongs to ("" if none)."""
+    if frame.startswith("process ") or "spawn_main" in frame:
+        return ""
     for label, needle in PROFILE_GROUPS:
         if needle in frame:
             return label

@@ -459,6 +459,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=TURNS)
     parser.add_argument("--people", type=int, default=len(PEOPLE))
+    parser.add_argument(
+        "--nagle", action="store_true", help="leave Nagle's algorithm on in the stub (as before)"
+    )
     args = parser.parse_args()
     common.bootstrap()
 
@@ -475,6 +478,10 @@ def main() -> None:
         bench_db.start()
         from tests import fake_llm
 
+        # TCP_NODELAY on the stub, as real servers set it: without it Nagle holds the stub's
+        # body (written after its headers) until the client's delayed ACK, ~40 ms a call
+        # that is the stub's, not extraction's (--nagle measures it as before).
+        fake_llm._Handler.disable_nagle_algorithm = not args.nagle
         fake = fake_llm.FakeLLM().start()
         os.environ["LLM_BASE_URL"] = fake.base_url
         import django
@@ -497,7 +504,8 @@ def main() -> None:
             row = cursor.fetchone()
         print(
             f"PostgreSQL {row[0] if row else '?'} ({bench_db.description}); fake LLM at "
-            f"{fake.base_url}, in this process, answers at once (0 ms added latency)"
+            f"{fake.base_url}, in this process, answers at once (0 ms added latency), "
+            f"TCP_NODELAY {'off' if args.nagle else 'on'}"
         )
         salt = secrets.token_hex(3)
         people = min(args.people, len(PEOPLE))
