@@ -150,6 +150,75 @@ def fmt(values: list[float], fraction: float) -> str:
     return f"{percentile(values, fraction):8.1f}" if values else "       -"
 
 
+# --- The stub LLM, in its own process ---
+
+
+def _stub_main(connection: Any) -> None:
+    """Child process: the tests' fake OpenAI-compatible server, driven over a pipe."""
+    sys.path.insert(0, str(BASE_DIR))
+    from tests import fake_llm
+
+    # 500 connections at once need a deeper listen backlog than socketserver's 5; and
+    # TCP_NODELAY, as real servers set it: otherwise Nagle holds the first token (written
+    # just after the headers) until the delayed ACK, 40 ms that are not the app's.
+    fake_llm._Server.request_queue_size = 4096
+    fake_llm._Handler.disable_nagle_algorithm = True
+    fake = fake_llm.FakeLLM().start()
+    connection.send(fake.base_url)
+    while True:
+        command, argument = connection.recv()
+        if command == "reply":
+            text, tokens, delay, count = argument
+            for _ in range(count):
+                fake.reply(text, tokens=tokens, delay=delay)
+            connection.send(None)
+        elif command == "chat_requests":
+            times: dict[str, float] = {}
+            for request in fake.requests:
+                if request.path == "/v1/chat/completions" and isinstance(request.json, dict):
+                    messages = request.json.get("messages") or [{}]
+                    times.setdefault(str(messages[-1].get("content")), request.received_at)
+            connection.send(times)
+        else:
+            fake.stop()
+            connection.send(None)
+            return
+
+
+class StubProcess:
+    """The stub in a process of its own, so that its 500 threads do not share a GIL with
+    the benchmark's HTTP client (in one process they starved it, and the client's delays
+    read as the server's)."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_stub_main, args=(child,), daemon=True)
+        self.process.start()
+        self.base_url: str = self.connection.recv()
+
+    def reply(self, text: str, *, tokens: list[str], delay: float = 0.0, count: int = 1) -> None:
+        self.connection.send(("reply", (text, tokens, delay, count)))
+        self.connection.recv()
+
+    def chat_request_times(self) -> dict[str, float]:
+        """{last user message: wall time the stub received that chat request}."""
+        self.connection.send(("chat_requests", None))
+        times: dict[str, float] = self.connection.recv()
+        return times
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(OSError, EOFError):
+                self.connection.send(("stop", None))
+                self.connection.recv()
+            self.process.join(10)
+            if self.process.is_alive():
+                self.process.kill()
+
+
 # --- Services ---
 
 
@@ -163,7 +232,7 @@ class Bench:
         self.workers = workers
         self.postgres: Any = None
         self.redis: Any = None
-        self.fake: Any = None
+        self.fake: StubProcess | None = None
         self.server: subprocess.Popen[bytes] | None = None
         self.server_log = self.root / "uvicorn.log"
         self.django_ready = False
@@ -173,7 +242,6 @@ class Bench:
 
     def start_services(self) -> None:
         from config import stack
-        from tests import fake_llm
 
         self.root.mkdir(parents=True, exist_ok=True)
         if os.environ.get("DATABASE_URL"):
@@ -192,13 +260,7 @@ class Bench:
             self.redis = stack.EmbeddedRedis(self.root / "redis", persistent=False)
             os.environ["REDIS_URL"] = self.redis.start()
             self.services["Redis"] = "embedded, not persistent"
-        # The stub must accept 500 connections at once: a deeper listen backlog than the
-        # socketserver default of 5 (one thread per connection, daemon threads). And
-        # TCP_NODELAY, as real servers do: otherwise Nagle holds the first token (written
-        # just after the headers) until the delayed ACK, adding 40 ms that are not the app's.
-        fake_llm._Server.request_queue_size = 1024
-        fake_llm._Handler.disable_nagle_algorithm = True
-        self.fake = fake_llm.FakeLLM().start()
+        self.fake = StubProcess()
         # The default rate limits stay on: each person sends one message, well within them.
         os.environ.update(
             {"LLM_BASE_URL": self.fake.base_url, "DJANGO_SETTINGS_MODULE": "config.settings"}
@@ -372,37 +434,40 @@ def make_client(connections: int) -> Any:
 
 
 def queue_replies(fake: Any, count: int) -> None:
-    for _ in range(count):
-        fake.reply("".join(TOKENS), tokens=TOKENS, delay=TOKEN_INTERVAL)
+    fake.reply("".join(TOKENS), tokens=TOKENS, delay=TOKEN_INTERVAL, count=count)
 
 
 def attach_llm_times(fake: Any, streams: list[Stream], results: list[Result]) -> None:
     """Match each stream to the stub's record of its chat request, by the message text."""
-    received: dict[str, float] = {}
-    for request in fake.requests:
-        if request.path == "/v1/chat/completions" and isinstance(request.json, dict):
-            messages = request.json.get("messages") or [{}]
-            received.setdefault(str(messages[-1].get("content")), request.received_at)
+    received = fake.chat_request_times()
     for stream, result in zip(streams, results, strict=True):
         if stream.content in received and result.sent_at:
             result.llm_request_ms = (received[stream.content] - result.sent_at) * 1000
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process and all its children (uvicorn's worker processes)."""
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """CPU time of a process and, with `children`, all its children (uvicorn's workers)."""
     import psutil
 
     try:
         process = psutil.Process(pid)
-        processes = [process, *process.children(recursive=True)]
+        processes = [process, *(process.children(recursive=True) if children else [])]
     except psutil.NoSuchProcess:
         return 0.0
     total = 0.0
     for each in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             times = each.cpu_times()
-            total += times.user + times.system + times.children_user + times.children_system
+            total += times.user + times.system
     return total
+
+
+def client_cpu_seconds(bench: Bench) -> float:
+    """CPU time of this process (the HTTP client) and the stub's process."""
+    stub = bench.fake.process.pid if bench.fake is not None else None
+    return cpu_seconds(os.getpid(), children=False) + (
+        cpu_seconds(stub, children=False) if stub else 0.0
+    )
 
 
 async def time_trivial_view(client: Any, base_url: str, stream: Stream) -> float | None:
@@ -431,7 +496,7 @@ async def sequential(
                 warmup += await asyncio.gather(*(run_stream(client, base_url, s) for s in chunk))
                 for stream in chunk:
                     await time_trivial_view(client, base_url, stream)
-            cpu_server, cpu_bench = cpu_seconds(bench.server.pid), cpu_seconds(os.getpid())
+            cpu_server, cpu_bench = cpu_seconds(bench.server.pid), client_cpu_seconds(bench)
             started = time.perf_counter()
             for stream in streams[WARMUP:]:
                 trivial = await time_trivial_view(client, base_url, stream)
@@ -440,7 +505,7 @@ async def sequential(
                 results.append(result)
     stats = PhaseStats(f"{len(results)} sequential", results, time.perf_counter() - started)
     stats.cpu_server_s = cpu_seconds(bench.server.pid) - cpu_server
-    stats.cpu_bench_s = cpu_seconds(os.getpid()) - cpu_bench
+    stats.cpu_bench_s = client_cpu_seconds(bench) - cpu_bench
     attach_llm_times(bench.fake, streams[:WARMUP], warmup)
     attach_llm_times(bench.fake, streams[WARMUP:], results)
     return warmup, stats
@@ -448,6 +513,7 @@ async def sequential(
 
 async def stub_direct(bench: Bench, count: int) -> PhaseStats:
     """`count` concurrent streams straight to the stub: its own first-token time."""
+    assert bench.fake is not None
     queue_replies(bench.fake, count)
     url = f"{bench.fake.base_url}/chat/completions"
     body = {"model": "stub", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -500,7 +566,7 @@ class Profiler:
         self.output.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [spy, "record", "--pid", str(self.bench.server.pid), "--subprocesses",
-             "--format", "raw", "--rate", "200", "--nonblocking", "-o", str(self.output)],
+             "--format", "raw", "--rate", "200", "--gil", "--nonblocking", "-o", str(self.output)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -521,7 +587,9 @@ class Profiler:
         if not self.enabled:
             return
         print()
-        print("5. Where the server's CPU went during the largest phase (py-spy, active samples)")
+        print(
+            "5. Where the server's CPU went in the largest phase (py-spy, threads holding the GIL)"
+        )
         if self.problem or not self.output.exists():
             print(f"   {self.problem or 'no profile'}")
             return
@@ -593,13 +661,13 @@ async def concurrent(
     async with make_client(len(streams) + 10) as client:
         if profiler is not None:
             profiler.start()
-        cpu_server, cpu_bench = cpu_seconds(bench.server.pid), cpu_seconds(os.getpid())
+        cpu_server, cpu_bench = cpu_seconds(bench.server.pid), client_cpu_seconds(bench)
         started = time.perf_counter()
         tasks = [asyncio.create_task(run_stream(client, base_url, s)) for s in streams]
         _, pending = await asyncio.wait(tasks, timeout=PHASE_TIMEOUT)
         wall = time.perf_counter() - started
         cpu_server = cpu_seconds(bench.server.pid) - cpu_server
-        cpu_bench = cpu_seconds(os.getpid()) - cpu_bench
+        cpu_bench = client_cpu_seconds(bench) - cpu_bench
         if profiler is not None:
             profiler.stop()
         for task in pending:
@@ -628,12 +696,14 @@ def per_token_costs(bench: Bench) -> list[tuple[str, float]]:
     from chat.views import sse
     from config import llm
 
+    assert bench.fake is not None
+    fake = bench.fake
     count = 2000
     tokens = [f"word{i} " for i in range(count)]
     messages = [{"role": "user", "content": "hi"}]
 
     async def through_gateway() -> float:
-        bench.fake.reply("".join(tokens), tokens=tokens)
+        fake.reply("".join(tokens), tokens=tokens)
         seen = 0
         started = time.thread_time()  # this thread only: the stub's threads are not counted
         async for delta in llm.stream_chat(messages):
@@ -641,13 +711,13 @@ def per_token_costs(bench: Bench) -> list[tuple[str, float]]:
         return (time.thread_time() - started) / max(seen, 1) * 1e6
 
     async def bare_json() -> float:
-        bench.fake.reply("".join(tokens), tokens=tokens)
+        fake.reply("".join(tokens), tokens=tokens)
         body = {"model": "stub", "messages": messages, "stream": True}
         seen = 0
         async with httpx.AsyncClient() as client:
             started = time.thread_time()
             async with client.stream(
-                "POST", f"{bench.fake.base_url}/chat/completions", json=body
+                "POST", f"{fake.base_url}/chat/completions", json=body
             ) as response:
                 async for line in response.aiter_lines():
                     if line.startswith("data: {"):
@@ -715,8 +785,8 @@ def print_context(bench: Bench, setup_s: float, stream_count: int) -> None:
         f"{max_connections}; client httpx {httpx.__version__} in this process"
     )
     print(
-        f"stub LLM: FakeLLM in this process, {len(TOKENS)} tokens {TOKEN_INTERVAL * 1000:.0f} ms "
-        f"apart (~{len(TOKENS) * TOKEN_INTERVAL:.1f} s a reply); "
+        f"stub LLM: FakeLLM in its own process, {len(TOKENS)} tokens "
+        f"{TOKEN_INTERVAL * 1000:.0f} ms apart (~{len(TOKENS) * TOKEN_INTERVAL:.1f} s a reply); "
         + "; ".join(f"{name}: {how}" for name, how in bench.services.items())
     )
     print(

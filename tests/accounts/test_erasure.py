@@ -692,3 +692,28 @@ def test_erasure_removes_links_and_children_that_only_reach_the_person_through_a
     _nothing_for(user.pk)
     assert _fingerprint(other_user.pk) == before_other
     assert Message.memories_used.through.objects.filter(memory_id=theirs.pk).exists()
+
+
+@pytest.mark.django_db
+def test_erasure_finds_the_persons_sessions_whatever_their_encoding(
+    user: Any, other_user: Any
+) -> None:
+    from django.contrib.sessions.backends.db import SessionStore
+
+    def session(user_id: int, **extra: str) -> str:
+        store = SessionStore()
+        store.update({"_auth_user_id": str(user_id), **extra})
+        store.create()
+        assert store.session_key is not None
+        return store.session_key
+
+    plain = session(user.pk)
+    compressed = session(user.pk, note="n" * 2000)  # long enough for signing to compress it
+    other = session(other_user.pk, note="n" * 2000)
+    anonymous = SessionStore()
+    anonymous["cart"] = "empty"
+    anonymous.create()
+    assert Session.objects.get(session_key=compressed).session_data.startswith(".")
+
+    assert sorted(account_services._session_keys(user.pk)) == sorted([plain, compressed])
+    assert account_services._session_keys(other_user.pk) == [other]
