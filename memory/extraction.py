@@ -176,6 +176,7 @@ class Outcome:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     llm_calls: int = 0
     entities: list[int] = field(default_factory=list)
+    written: dict[int, str] = field(default_factory=dict)  # added or updated: id -> content
 
 
 def _parse_json(text: str) -> dict[str, Any]:
@@ -528,11 +529,12 @@ def _apply_entity(
         attributes=candidate.attributes,
         source_message_id=source_message_id,
     )
-    # Link the memories this message added or changed that mention the entity.
-    mentioned = Memory.objects.for_user(user).filter(
-        pk__in=outcome.added + outcome.updated, content__icontains=entity.name
-    )
-    entity.memories.add(*mentioned)
+    # Link the memories this message added or changed that mention the entity (their text
+    # is at hand: no query to find them, and none at all when there are none).
+    name = entity.name.casefold()
+    mentioned = [pk for pk, content in outcome.written.items() if name in content.casefold()]
+    if mentioned:
+        entity.memories.add(*mentioned)
     outcome.entities.append(entity.pk)
 
 
@@ -547,7 +549,7 @@ def _apply(
     candidate = plan.candidate
     actor = MemoryEvent.Actor.EXTRACTOR
     if plan.action == "none" and plan.memory is not None:
-        services.confirm(user=user, memory_id=plan.memory.pk)
+        services.confirm(user=user, memory_id=plan.memory.pk, kind=plan.memory.kind)
         outcome.unchanged.append(plan.memory.pk)
     elif plan.action == "update" and plan.memory is not None:
         memory = services.update_memory(
@@ -559,6 +561,7 @@ def _apply(
             embedding=candidate.embedding,
         )
         outcome.updated.append(memory.pk)
+        outcome.written[memory.pk] = memory.content
     elif plan.action == "delete" and plan.memory is not None:
         services.forget(
             user=user, memory_id=plan.memory.pk, actor=actor, source_message_id=source_message_id
@@ -577,3 +580,4 @@ def _apply(
             embedding=candidate.embedding,
         )
         outcome.added.append(memory.pk)
+        outcome.written[memory.pk] = memory.content
