@@ -39,6 +39,7 @@ if str(BASE_DIR) not in sys.path:
 from bench import common  # noqa: E402
 
 DOMAIN = "extract.bench.invalid"
+TABLES = ("memory_", "accounts_", "chat_")  # table prefixes, to name statements by table
 TURNS = 200
 WARMUP_TURNS = 5
 
@@ -266,6 +267,8 @@ class Split:
     client: common.Timer = field(default_factory=common.Timer)  # inside llm
     embed: common.Timer = field(default_factory=common.Timer)
     db: common.Timer = field(default_factory=common.Timer)
+    # Every statement of the whole run, by verb and table (not reset per turn).
+    statements: Counter[str] = field(default_factory=Counter)
 
     def reset(self) -> None:
         self.llm.reset()
@@ -294,6 +297,9 @@ def instrumented(split: Split) -> Iterator[None]:
     original_client = llm.sync_client
 
     def query_timer(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        words = sql.split()
+        table = next((w.strip('"') for w in words[1:] if w.strip('"').startswith(TABLES)), "")
+        split.statements[f"{words[0].upper() if words else '?'} {table}".strip()] += 1
         with split.db:
             return execute(sql, params, many, context)
 
@@ -459,6 +465,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--turns", type=int, default=TURNS)
     parser.add_argument("--people", type=int, default=len(PEOPLE))
+    parser.add_argument(
+        "--nagle", action="store_true", help="leave Nagle's algorithm on in the stub (as before)"
+    )
     args = parser.parse_args()
     common.bootstrap()
 
@@ -475,6 +484,10 @@ def main() -> None:
         bench_db.start()
         from tests import fake_llm
 
+        # TCP_NODELAY on the stub, as real servers set it: without it Nagle holds the stub's
+        # body (written after its headers) until the client's delayed ACK, ~40 ms a call
+        # that is the stub's, not extraction's (--nagle measures it as before).
+        fake_llm._Handler.disable_nagle_algorithm = not args.nagle
         fake = fake_llm.FakeLLM().start()
         os.environ["LLM_BASE_URL"] = fake.base_url
         import django
@@ -497,7 +510,8 @@ def main() -> None:
             row = cursor.fetchone()
         print(
             f"PostgreSQL {row[0] if row else '?'} ({bench_db.description}); fake LLM at "
-            f"{fake.base_url}, in this process, answers at once (0 ms added latency)"
+            f"{fake.base_url}, in this process, answers at once (0 ms added latency), "
+            f"TCP_NODELAY {'off' if args.nagle else 'on'}"
         )
         salt = secrets.token_hex(3)
         people = min(args.people, len(PEOPLE))
@@ -532,8 +546,12 @@ def main() -> None:
             before = len(fake.chat_requests)
             rejections.reasons.clear()
             setup_s = time.perf_counter() - started
+            split.statements.clear()
             results = run_turns(users[:-1], scripts, base_id + 10_000, split)
         report(results, people, len(fake.chat_requests) - before, setup_s)
+        print("statements per turn, by kind and table:")
+        for statement, count in split.statements.most_common():
+            print(f"   {count / max(len(results), 1):6.2f}  {statement}")
         from memory import models as memory_models
 
         entity_model: Any = getattr(memory_models, "Entity", None)

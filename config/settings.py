@@ -108,10 +108,15 @@ DATABASES = {
 # Under ASGI each request's sync code may run on a new thread, so per-thread persistent
 # connections would pile up; a psycopg pool per process bounds them instead (Django's advice).
 DATABASES["default"]["CONN_MAX_AGE"] = 0
+# psycopg_pool serves waiting requests first come, first served: a burst queues fairly for a
+# connection rather than failing, for up to the timeout (then 503 + Retry-After, see
+# config/middleware.py). 500 simultaneous streams on two cores queued past the old 10 s
+# (bench/chat.py); each web worker process has its own pool, so PostgreSQL's
+# max_connections (100 by default, the embedded one too) must exceed workers x max.
 DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
     "min_size": env.int("DATABASE_POOL_MIN", default=1),
-    "max_size": env.int("DATABASE_POOL_MAX", default=10),
-    "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+    "max_size": env.int("DATABASE_POOL_MAX", default=20),
+    "timeout": env.float("DATABASE_POOL_TIMEOUT", default=60.0),
 }
 # No ATOMIC_REQUESTS: an LLM call must never run inside a database transaction.
 

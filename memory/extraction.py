@@ -18,7 +18,8 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from pgvector import Vector
 
 from config import llm, model_class
 from memory import embeddings, guards, privacy, services, statements
@@ -154,6 +155,7 @@ class Outcome:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     llm_calls: int = 0
     entities: list[int] = field(default_factory=list)
+    written: dict[int, str] = field(default_factory=dict)  # added or updated: id -> content
 
 
 def _parse_json(text: str) -> dict[str, Any]:
@@ -337,15 +339,42 @@ def _without_values(text: str, values: set[str]) -> str:
 
 
 def _neighbours(user: Any, vector: list[float], limit: int = 3) -> list[tuple[Memory, float]]:
-    from pgvector.django import CosineDistance
+    return _neighbours_of_all(user, [vector], limit)[0]
 
-    rows = (
-        Memory.objects.for_user(user)
-        .live()
-        .annotate(distance=CosineDistance("embedding", vector))
-        .order_by("distance")[:limit]
-    )
-    return [(memory, 1 - float(memory.distance)) for memory in rows]
+
+def _neighbours_of_all(
+    user: Any, vectors: list[list[float]], limit: int = 3
+) -> list[list[tuple[Memory, float]]]:
+    """The person's `limit` most similar live memories for each vector, in one statement.
+
+    One LATERAL scan per vector instead of one query each, and only the columns
+    reconciliation reads (not the stored embeddings, which cost more to parse than to
+    compare). The filter is the ORM's own `for_user().live()`, compiled, so it cannot drift.
+    """
+    if not vectors:
+        return []
+    live = Memory.objects.for_user(user).live()
+    where, where_params = live.query.get_compiler(using=live.db).compile(live.query.where)
+    quote = connection.ops.quote_name
+    table = quote(Memory._meta.db_table)
+    rows = ", ".join("(%s, %s::vector)" for _ in vectors)
+    # Names come from model metadata and the ORM's compiled filter; values are parameters.
+    sql = f"""
+        SELECT m.id, m.user_id, m.kind, m.content, c.position, 1 - m.distance AS similarity
+        FROM (VALUES {rows}) AS c(position, query) CROSS JOIN LATERAL (
+            SELECT id, user_id, kind, content, embedding <=> c.query AS distance
+            FROM {table} WHERE {where} ORDER BY distance LIMIT %s
+        ) m ORDER BY c.position, m.distance
+    """  # noqa: S608
+    params: list[Any] = []
+    for position, vector in enumerate(vectors):
+        params += [position, Vector(vector).to_text()]
+    params += [*where_params, limit]
+    found: list[list[tuple[Memory, float]]] = [[] for _ in vectors]
+    for memory in Memory.objects.raw(sql, params):
+        row: Any = memory  # the raw query's extra columns are attributes of each instance
+        found[row.position].append((memory, float(row.similarity)))
+    return found
 
 
 @dataclass
@@ -361,8 +390,8 @@ def reconcile(user: Any, candidates: list[Candidate], outcome: Outcome) -> list[
     new = settings.MEMORY_NEW_SIMILARITY
     plans: list[Plan] = []
     undecided: list[tuple[Candidate, list[tuple[Memory, float]]]] = []
-    for candidate in candidates:
-        neighbours = _neighbours(user, candidate.embedding)
+    every_neighbours = _neighbours_of_all(user, [c.embedding for c in candidates])
+    for candidate, neighbours in zip(candidates, every_neighbours, strict=True):
         best, similarity = neighbours[0] if neighbours else (None, 0.0)
         slot = slot_of(candidate.content)
         same_slot = next((m for m, _ in neighbours if slot and slot_of(m.content) == slot), None)
@@ -659,11 +688,12 @@ def _apply_entity(
         # this only guards against the two ever drifting apart.
         outcome.rejected.append(("entity refused", candidate.type))
         return
-    # Link the memories this message added or changed that mention the entity.
-    mentioned = Memory.objects.for_user(user).filter(
-        pk__in=outcome.added + outcome.updated, content__icontains=entity.name
-    )
-    entity.memories.add(*mentioned)
+    # Link the memories this message added or changed that mention the entity (their text
+    # is at hand: no query to find them, and none at all when there are none).
+    name = entity.name.casefold()
+    mentioned = [pk for pk, content in outcome.written.items() if name in content.casefold()]
+    if mentioned:
+        entity.memories.add(*mentioned)
     outcome.entities.append(entity.pk)
 
 
@@ -678,7 +708,7 @@ def _apply(
     candidate = plan.candidate
     actor = MemoryEvent.Actor.EXTRACTOR
     if plan.action == "none" and plan.memory is not None:
-        services.confirm(user=user, memory_id=plan.memory.pk)
+        services.confirm(user=user, memory_id=plan.memory.pk, kind=plan.memory.kind)
         outcome.unchanged.append(plan.memory.pk)
     elif plan.action == "update" and plan.memory is not None:
         memory = services.update_memory(
@@ -690,6 +720,7 @@ def _apply(
             embedding=candidate.embedding,
         )
         outcome.updated.append(memory.pk)
+        outcome.written[memory.pk] = memory.content
     elif plan.action == "delete" and plan.memory is not None:
         services.forget(
             user=user, memory_id=plan.memory.pk, actor=actor, source_message_id=source_message_id
@@ -708,3 +739,4 @@ def _apply(
             embedding=candidate.embedding,
         )
         outcome.added.append(memory.pk)
+        outcome.written[memory.pk] = memory.content

@@ -118,8 +118,16 @@ class MemoryEvent(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memory_events"
     )
+    # No database-level foreign key (Django still sets it to NULL when the memory goes):
+    # PostgreSQL checks a foreign key once per deleted memory, which made erasing 100,000
+    # memories take seconds (bench/erase.py).
     memory = models.ForeignKey(
-        Memory, on_delete=models.SET_NULL, null=True, blank=True, related_name="events"
+        Memory,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="events",
+        db_constraint=False,
     )
     # Kept when the memory itself is gone, so a deletion still belongs to its history.
     memory_ref = models.BigIntegerField(db_index=True)
@@ -260,7 +268,10 @@ class Entity(models.Model):
     key = models.CharField(max_length=120)
     type = models.CharField(max_length=16, choices=Type.choices, default=Type.OTHER)
     attributes = models.JSONField(default=dict, blank=True)
-    memories = models.ManyToManyField(Memory, blank=True, related_name="entities")
+    # No database-level foreign keys on the links, as for MemoryEvent.memory (erasure speed).
+    memories = models.ManyToManyField(
+        Memory, blank=True, related_name="entities", db_constraint=False
+    )
     source_message_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

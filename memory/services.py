@@ -251,16 +251,26 @@ def forget_conversation(*, user: Any, conversation_id: int) -> int:
     )
 
 
-def confirm(*, user: Any, memory_id: int) -> None:
-    """A duplicate statement: the memory is confirmed (and its expiry restarts), not copied."""
-    memory = Memory.objects.for_user(user).filter(pk=memory_id).first()
-    if memory is None:
-        return
+def confirm(*, user: Any, memory_id: int, kind: str | None = None) -> None:
+    """A duplicate statement: the memory is confirmed (and its expiry restarts), not copied.
+
+    `kind`, when the caller already read it, saves reading the memory first.
+    """
+    if kind is None:
+        kind = (
+            Memory.objects.for_user(user)
+            .filter(pk=memory_id)
+            .values_list("kind", flat=True)
+            .first()
+        )
+        if kind is None:
+            return
     now = timezone.now()
-    Memory.objects.for_user(user).filter(pk=memory_id).update(
+    # Scoped to the person and the kind read: a memory gone or re-kinded meanwhile is skipped.
+    Memory.objects.for_user(user).filter(pk=memory_id, kind=kind).update(
         confirmed_at=now,
         confirmations=F("confirmations") + 1,
-        expires_at=retention.expiry_for(memory.kind, now),
+        expires_at=retention.expiry_for(kind, now),
     )
 
 

@@ -605,3 +605,115 @@ def test_failed_login_counters_go_with_the_account_when_served_on_a_port(user: A
 
     assert response.status_code == 200
     assert [k for k in _redis_dump() if login_hash.encode() in k] == []
+
+
+# --- The erasure's statements cover every table that can hold a person's rows ---
+
+
+def _tables_reaching_the_user() -> set[str]:
+    """Every table with a chain of foreign keys to the user table: the constraints the
+    database itself reports, plus the model fields that keep no constraint (link tables)."""
+    from django.apps import apps
+
+    with connection.cursor() as cursor:
+        edges = {
+            table: {target for _, target in connection.introspection.get_relations(
+                cursor, table
+            ).values()}
+            for table in _tables()
+        }  # fmt: skip
+    for model in apps.get_models(include_auto_created=True):
+        for field in model._meta.concrete_fields:
+            if field.is_relation and field.related_model is not None:
+                edges.setdefault(model._meta.db_table, set()).add(
+                    field.related_model._meta.db_table
+                )
+    reached = {User._meta.db_table}
+    changed = True
+    while changed:
+        changed = False
+        for table, targets in edges.items():
+            if table not in reached and targets & reached:
+                reached.add(table)
+                changed = True
+    return reached
+
+
+@pytest.mark.django_db
+def test_the_erasure_plan_has_a_statement_for_every_table_that_references_a_person() -> None:
+    plan = account_services.erasure_plan()
+    covered = {step.model._meta.db_table for step in plan}
+
+    missing = _tables_reaching_the_user() - covered
+
+    assert missing == set(), f"erasure would leave rows in {sorted(missing)}"
+    # The tables reached only through a parent are there too, and the user row goes last.
+    assert {"chat_message_memories_used", "memory_entity_memories"} <= covered
+    assert plan[-1].model is User
+    assert all(step.sql.count("%s") == step.params for step in plan)
+
+
+@pytest.mark.django_db
+def test_erasure_removes_links_and_children_that_only_reach_the_person_through_a_parent(
+    user: Any, other_user: Any
+) -> None:
+    from allauth.account.models import EmailAddress, EmailConfirmation
+
+    from memory.models import Entity
+
+    conversation = chat_services.start_conversation(user=user)
+    _, reply = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content="I keep bees"
+    )
+    mine = _remember(user, "I keep bees on the roof")
+    reply.memories_used.add(mine)
+    entity = Entity.objects.create(user=user, name="Bees", key="bees", type="other")
+    entity.memories.add(mine)
+    address = EmailAddress.objects.create(user=user, email=user.email, primary=True)
+    EmailConfirmation.create(address)
+    theirs = _remember(other_user, "I play the cello")
+    other_conversation = chat_services.start_conversation(user=other_user)
+    _, other_reply = chat_services.send_message(
+        user=other_user, conversation_id=other_conversation.pk, content="Hello"
+    )
+    other_reply.memories_used.add(theirs)
+    before_other = _fingerprint(other_user.pk)
+
+    receipt = account_services.erase_account(user=user)
+
+    assert not Message.memories_used.through.objects.filter(memory_id=mine.pk).exists()
+    assert not Entity.memories.through.objects.filter(entity_id=entity.pk).exists()
+    assert not EmailConfirmation.objects.filter(email_address_id=address.pk).exists()
+    assert receipt.counts["memories"] == 1
+    assert receipt.counts["messages"] == 2
+    assert receipt.counts["people, pets and places"] == 1
+    assert receipt.counts["email addresses"] == 1
+    assert receipt.counts["account"] == 1
+    _nothing_for(user.pk)
+    assert _fingerprint(other_user.pk) == before_other
+    assert Message.memories_used.through.objects.filter(memory_id=theirs.pk).exists()
+
+
+@pytest.mark.django_db
+def test_erasure_finds_the_persons_sessions_whatever_their_encoding(
+    user: Any, other_user: Any
+) -> None:
+    from django.contrib.sessions.backends.db import SessionStore
+
+    def session(user_id: int, **extra: str) -> str:
+        store = SessionStore()
+        store.update({"_auth_user_id": str(user_id), **extra})
+        store.create()
+        assert store.session_key is not None
+        return store.session_key
+
+    plain = session(user.pk)
+    compressed = session(user.pk, note="n" * 2000)  # long enough for signing to compress it
+    other = session(other_user.pk, note="n" * 2000)
+    anonymous = SessionStore()
+    anonymous["cart"] = "empty"
+    anonymous.create()
+    assert Session.objects.get(session_key=compressed).session_data.startswith(".")
+
+    assert sorted(account_services._session_keys(user.pk)) == sorted([plain, compressed])
+    assert account_services._session_keys(other_user.pk) == [other]

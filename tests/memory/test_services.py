@@ -567,3 +567,27 @@ def test_recall_never_returns_another_persons_memories_or_summaries(
             found_own_copy += 1
     assert returned > 200  # the searches did return things, so the check above means something
     assert found_own_copy > 50
+
+
+@pytest.mark.django_db
+def test_forgetting_a_memory_removes_its_links_and_clears_its_history_pointer(user: Any) -> None:
+    # The link tables and the history pointer keep no database-level foreign key (erasure
+    # speed): Django's delete must still remove the links and null the pointer itself.
+    from memory.models import Entity
+
+    memory = services.remember(user=user, content="I keep bees on the roof")
+    conversation = chat_services.start_conversation(user=user)
+    _, reply = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content="Tell me about my bees"
+    )
+    reply.memories_used.add(memory)
+    entity = Entity.objects.create(user=user, name="Bees", key="bees", type="other")
+    entity.memories.add(memory)
+
+    services.forget(user=user, memory_id=memory.pk)
+
+    assert not Message.memories_used.through.objects.filter(memory_id=memory.pk).exists()
+    assert not Entity.memories.through.objects.filter(memory_id=memory.pk).exists()
+    events = MemoryEvent.objects.filter(memory_ref=memory.pk)
+    assert events.count() == 2  # added, deleted
+    assert not events.exclude(memory=None).exists()
