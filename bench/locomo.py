@@ -47,7 +47,8 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,20 @@ from bench import common  # noqa: E402
 
 Matrix = npt.NDArray[np.float32]
 
-DEFAULT_DATA = Path("/work/shared/eval/locomo-dev.json")
+# The evaluation data sits next to the checkout: `../shared/eval/` (the main checkout is
+# /work/main, so /work/shared/eval; a worktree one level deeper finds it one level up).
+DATA_NAME = Path("shared") / "eval" / "locomo-dev.json"
+
+
+def default_data() -> Path:
+    """`../shared/eval/locomo-dev.json` relative to the checkout, or the nearest above it."""
+    checkout = Path(__file__).resolve().parents[1]
+    for folder in checkout.parents:
+        if (folder / DATA_NAME).exists():
+            return folder / DATA_NAME
+    return checkout.parent / DATA_NAME
+
+
 DOMAIN = "locomo.bench.invalid"
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (5, 10)
@@ -91,6 +105,9 @@ class Turn:
     speaker: str
     text: str
     date: str
+    session: int = 0
+    position: int = 0  # the turn's index in the whole conversation
+    happened_at: datetime | None = None
 
 
 @dataclass
@@ -116,6 +133,14 @@ def dia_ids(raw: Any) -> list[str]:
     return [f"D{int(a)}:{int(b)}" for value in values for a, b in EVIDENCE_RE.findall(str(value))]
 
 
+def session_datetime(text: str) -> datetime | None:
+    """ "1:56 pm on 8 May, 2023" as a UTC datetime (None if it does not parse)."""
+    try:
+        return datetime.strptime(text.strip(), "%I:%M %p on %d %B, %Y").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def load(path: Path) -> list[Conversation]:
     conversations = []
     for item in json.loads(path.read_text()):
@@ -128,8 +153,19 @@ def load(path: Path) -> list[Conversation]:
         )
         for number, session in sessions:
             date = str(raw.get(f"session_{number}_date_time", ""))
+            when = session_datetime(date)
             for turn in session:
-                turns.append(Turn(turn["dia_id"], turn["speaker"], turn["text"], date))
+                turns.append(
+                    Turn(
+                        turn["dia_id"],
+                        turn["speaker"],
+                        turn["text"],
+                        date,
+                        number,
+                        len(turns),
+                        when,
+                    )
+                )
         known = {turn.dia_id for turn in turns}
         facts: dict[str, list[str]] = defaultdict(list)
         for per_speaker in item.get("observation", {}).values():
@@ -243,6 +279,9 @@ def store_memories(conversations: list[Conversation], vectors: dict[str, Matrix]
             stored.users[conversation.sample_id, store] = user
             now = timezone.now()
             rows = rows_for(store, conversation)
+            turns = {turn.dia_id: turn for turn in conversation.turns}
+            # As the product keeps them: when it was said, and the message and conversation
+            # it was learned from (a session is a conversation, a turn a message).
             memories = Memory.objects.bulk_create(
                 [
                     Memory(
@@ -252,6 +291,9 @@ def store_memories(conversations: list[Conversation], vectors: dict[str, Matrix]
                         embedding=vectors[content],
                         importance=0.5,
                         source_excerpt=dia_id,
+                        source_conversation_id=turns[dia_id].session,
+                        source_message_id=turns[dia_id].position,
+                        happened_at=turns[dia_id].happened_at,
                         created_at=now,
                         updated_at=now,
                         expires_at=None,
@@ -275,7 +317,7 @@ def store_memories(conversations: list[Conversation], vectors: dict[str, Matrix]
 Ranker = Callable[[Any, Question, list[float]], list[int]]
 
 
-def recall_ranker(text_of: Callable[[str], str]) -> Ranker:
+def recall_ranker(weights: Any = None, *, text_of: Callable[[str], str] = str) -> Ranker:
     """Memory ids in `recall`'s order (its `considered` list), asked with `text_of(question)`."""
     from memory.services import recall
 
@@ -286,31 +328,18 @@ def recall_ranker(text_of: Callable[[str], str]) -> Ranker:
             embedding=vector,
             limit=LIMIT,
             token_budget=TOKEN_BUDGET,
+            weights=weights,
         )
         return [item.id for item in recalled.considered if item.source == "memory"]
 
     return rank
 
 
-def text_ranker() -> Ranker:
-    """Full text only: recall's own text ranking (`text_position`) of what it considered.
+def text_weights() -> Any:
+    """Full text only: recall's BM25 ranking, nothing else (run with MEMORY_MIN_SIMILARITY=0)."""
+    from memory.services import RecallWeights
 
-    Run under MEMORY_MIN_SIMILARITY = 0 so that no text match is dropped for its vector.
-    """
-    from memory.services import recall
-
-    def rank(user: Any, question: Question, vector: list[float]) -> list[int]:
-        recalled = recall(
-            user=user, query=question.text, embedding=vector, limit=LIMIT, token_budget=TOKEN_BUDGET
-        )
-        matched = [
-            item
-            for item in recalled.considered
-            if item.source == "memory" and item.text_position is not None
-        ]
-        return [item.id for item in sorted(matched, key=lambda item: item.text_position or 0)]
-
-    return rank
+    return RecallWeights(vector=0.0, text=1.0, time=0.0, context=0.0)
 
 
 def cosine_ranker(memory_ids: dict[Any, list[int]], matrices: dict[Any, Matrix]) -> Ranker:
@@ -323,6 +352,218 @@ def cosine_ranker(memory_ids: dict[Any, list[int]], matrices: dict[Any, Matrix])
         return [ids[i] for i in order]
 
     return rank
+
+
+# --- Learning the fusion weights (offline mirror of RECALL_SQL's fusion) ---
+
+DEPTH = max(4 * LIMIT, 20)  # RECALL_SQL's candidates per ranking for LIMIT
+TOP = max(3 * LIMIT, 20)  # and the relevant rows it returns
+LEARN_STORES = ("dated", "dated+facts")
+GRID: dict[str, tuple[float, ...]] = {
+    "text": (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0),
+    "rrf_k": (2.0, 5.0, 10.0, 20.0, 40.0, 60.0),
+    "time": (0.0, 0.005, 0.01, 0.02, 0.04),
+    "context": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7),
+    "context_span": (1, 2, 3),
+    "context_seeds": (1, 3, 5, 10),
+}
+
+
+@dataclass
+class UserIndex:
+    """One bench user's memories in stored order, with what the fusion needs to know."""
+
+    ids: list[int]
+    dias: list[str]
+    happened: list[datetime | None]
+    neighbours: dict[int, list[list[int]]]  # span -> per memory, the others next to it
+
+
+@dataclass
+class QuestionFeatures:
+    conversation: str
+    question: Question
+    similarity: npt.NDArray[np.float64]
+    vector_rank: dict[int, int]  # memory index -> rank (1-based, top DEPTH)
+    text_rank: dict[int, int]
+    dated: list[int]  # indexes of the memories in the named period (top DEPTH by distance)
+    in_period: set[int]  # every memory in the named period
+
+
+def user_index(conversation: Conversation, store: str, ids: list[int]) -> UserIndex:
+    turns = {turn.dia_id: turn for turn in conversation.turns}
+    dias = [dia_id for _, dia_id in rows_for(store, conversation)]
+    sessions = [turns[d].session for d in dias]
+    positions = [turns[d].position for d in dias]
+    # dense rank of the source message within its conversation (session), as the SQL does
+    ordinal: list[int] = []
+    per_session: dict[int, list[int]] = defaultdict(list)
+    for i, session in enumerate(sessions):
+        per_session[session].append(i)
+    ordinal = [0] * len(dias)
+    for members in per_session.values():
+        distinct = sorted({positions[i] for i in members})
+        where = {p: n for n, p in enumerate(distinct)}
+        for i in members:
+            ordinal[i] = where[positions[i]]
+    neighbours: dict[int, list[list[int]]] = {}
+    for span in GRID["context_span"]:
+        lists = []
+        for i in range(len(dias)):
+            lists.append(
+                [
+                    j
+                    for j in per_session[sessions[i]]
+                    if j != i and abs(ordinal[j] - ordinal[i]) <= span
+                ]
+            )
+        neighbours[int(span)] = lists
+    return UserIndex(ids, dias, [turns[d].happened_at for d in dias], neighbours)
+
+
+def mirror_rank(index: UserIndex, f: QuestionFeatures, w: Any, minimum: float) -> list[int]:
+    """RECALL_SQL's relevant-memory order for weights `w`, computed in Python (indexes)."""
+    fused: dict[int, float] = defaultdict(float)
+    for i, rank in f.vector_rank.items():
+        fused[i] += w.vector / (w.rrf_k + rank)
+    for i, rank in f.text_rank.items():
+        fused[i] += w.text / (w.rrf_k + rank)
+    for i in f.dated:
+        fused[i] += 0.0
+    for i in fused:
+        if i in f.in_period:
+            fused[i] += w.time
+    lift: dict[int, float] = {}
+    if w.context > 0:
+        seeds = sorted(fused, key=lambda i: (-fused[i], index.ids[i]))[: w.context_seeds]
+        for seed in seeds:
+            for n in index.neighbours[w.context_span][seed]:
+                lift[n] = max(lift.get(n, 0.0), w.context * fused[seed])
+    relevance = {i: fused.get(i, 0.0) + lift.get(i, 0.0) for i in set(fused) | set(lift)}
+    kept = [
+        i
+        for i in relevance
+        if f.similarity[i] >= minimum
+        or ((i in f.text_rank or i in lift) and f.similarity[i] >= minimum / 2)
+    ]
+    return sorted(kept, key=lambda i: (-relevance[i], index.ids[i]))[:TOP]
+
+
+def recall_at(index: UserIndex, order: list[int], evidence: set[str], k: int) -> float:
+    ranked: list[str] = []
+    for i in order:
+        if index.dias[i] not in ranked:
+            ranked.append(index.dias[i])
+            if len(ranked) == k:
+                break
+    return len(evidence & set(ranked)) / len(evidence)
+
+
+def collect_features(
+    conversations: list[Conversation],
+    stored: Stored,
+    store: str,
+    query_vectors: dict[str, list[float]],
+) -> tuple[dict[str, UserIndex], list[QuestionFeatures]]:
+    """Per question: exact vector ranks (numpy), BM25 ranks (recall, text only), dated rows."""
+    from django.test import override_settings
+    from django.utils import timezone
+
+    from memory import when
+    from memory.services import recall
+
+    indexes: dict[str, UserIndex] = {}
+    features = []
+    now = timezone.now()
+    for conversation in conversations:
+        user = stored.users[conversation.sample_id, store]
+        ids = stored.memory_ids[user.pk]
+        index = user_index(conversation, store, ids)
+        indexes[conversation.sample_id] = index
+        position = {memory_id: i for i, memory_id in enumerate(ids)}
+        matrix = stored.matrices[user.pk]
+        for question in conversation.questions:
+            vector = np.asarray(query_vectors[question.text], dtype=np.float32)
+            similarity = (matrix @ vector).astype(np.float64)
+            order = np.lexsort((np.asarray(ids), -similarity))
+            vector_rank = {int(i): r + 1 for r, i in enumerate(order[:DEPTH])}
+            # BM25 ranks straight from recall (text only, deep enough to see the top DEPTH).
+            with override_settings(MEMORY_MIN_SIMILARITY=0.0):
+                recalled = recall(
+                    user=user,
+                    query=question.text,
+                    embedding=query_vectors[question.text],
+                    limit=DEPTH // 3 + 1,
+                    token_budget=TOKEN_BUDGET,
+                    weights=text_weights(),
+                )
+            text_rank = {
+                position[item.id]: int(item.text_position)
+                for item in recalled.considered
+                if item.source == "memory"
+                and item.text_position is not None
+                and item.text_position <= DEPTH
+            }
+            period = when.period_in(question.text, now)
+            inside: list[int] = []
+            if period is not None:
+                inside = [
+                    int(i)
+                    for i in order
+                    if (happened := index.happened[i]) is not None
+                    and period.start <= happened < period.end
+                ]
+            features.append(
+                QuestionFeatures(
+                    conversation.sample_id,
+                    question,
+                    similarity,
+                    vector_rank,
+                    text_rank,
+                    inside[:DEPTH],
+                    set(inside),
+                )
+            )
+    return indexes, features
+
+
+def objective(
+    data: dict[str, tuple[dict[str, UserIndex], list[QuestionFeatures]]],
+    w: Any,
+    minimum: float,
+    conversations: set[str],
+) -> tuple[float, float]:
+    """Mean R@10 (then R@5) over the learning stores' questions of `conversations`."""
+    r10: list[float] = []
+    r5: list[float] = []
+    for indexes, features in data.values():
+        for f in features:
+            if f.conversation not in conversations:
+                continue
+            index = indexes[f.conversation]
+            order = mirror_rank(index, f, w, minimum)
+            r10.append(recall_at(index, order, f.question.evidence, 10))
+            r5.append(recall_at(index, order, f.question.evidence, 5))
+    return statistics.fmean(r10), statistics.fmean(r5)
+
+
+def learn(
+    data: dict[str, tuple[dict[str, UserIndex], list[QuestionFeatures]]],
+    minimum: float,
+    conversations: set[str],
+    start: Any,
+) -> tuple[Any, tuple[float, float]]:
+    """Coordinate ascent over GRID (two passes), maximizing the objective on `conversations`."""
+    best = start
+    best_value = objective(data, best, minimum, conversations)
+    for _ in range(2):
+        for name, values in GRID.items():
+            for value in values:
+                candidate = replace(best, **{name: type(getattr(best, name))(value)})
+                result = objective(data, candidate, minimum, conversations)
+                if result > best_value:
+                    best, best_value = candidate, result
+    return best, best_value
 
 
 @dataclass
@@ -424,9 +665,79 @@ def print_categories(results: list[Result]) -> None:
         print(f"{r.store:<16} {r.mode:<22} {cells}")
 
 
+def merged(label: str, store: str, parts: list[Result]) -> Result:
+    result = Result(store, label, {k: [] for k in KS})
+    result.by_category = {c: {k: [] for k in KS} for c in CATEGORIES}
+    for part in parts:
+        for k in KS:
+            result.hits[k] += part.hits[k]
+            for c in CATEGORIES:
+                result.by_category[c][k] += part.by_category[c][k]
+        result.returned += part.returned
+        result.ms += part.ms
+    return result
+
+
+def learn_and_validate(
+    conversations: list[Conversation],
+    stored: Stored,
+    query_vectors: dict[str, list[float]],
+    run: Callable[..., Result],
+) -> None:
+    """Learn the weights on all five conversations, and leave-one-conversation-out."""
+    from django.conf import settings
+
+    from memory.services import WEIGHTS, RecallWeights
+
+    started = time.perf_counter()
+    data = {
+        store: collect_features(conversations, stored, store, query_vectors)
+        for store in LEARN_STORES
+    }
+    minimum = settings.MEMORY_MIN_SIMILARITY
+    everyone = {c.sample_id for c in conversations}
+    start = RecallWeights()
+    print()
+    print(
+        f"Learning the fusion weights (coordinate ascent over {dict(GRID)}, objective: mean "
+        f"R@10 then R@5 over the questions of stores {LEARN_STORES}; features in "
+        f"{time.perf_counter() - started:.0f} s)"
+    )
+    for label, weights in (("plain RRF", start), ("WEIGHTS", WEIGHTS)):
+        r10, r5 = objective(data, weights, minimum, everyone)
+        print(f"  offline mirror, {label:<10} R@5 {r5:.3f} R@10 {r10:.3f}")
+    learned, (r10, r5) = learn(data, minimum, everyone, start)
+    print(f"  learned on all five: {learned}")
+    print(f"  offline mirror, learned  R@5 {r5:.3f} R@10 {r10:.3f} (in-sample)")
+    folds: dict[str, list[Result]] = defaultdict(list)
+    for held in conversations:
+        weights, (r10, r5) = learn(data, minimum, everyone - {held.sample_id}, start)
+        print(f"  without {held.sample_id}: {weights} (train R@5 {r5:.3f} R@10 {r10:.3f})")
+        for store in LEARN_STORES:
+            folds[store].append(run(store, "LOO", recall_ranker(weights), [held]))
+    print()
+    print(
+        "Leave-one-conversation-out: each conversation ranked by recall() with the weights "
+        "learned on the other four"
+    )
+    loo = [merged("leave-one-out", store, parts) for store, parts in folds.items()]
+    in_sample = [run(store, "WEIGHTS (all five)", recall_ranker()) for store in LEARN_STORES]
+    print_table([row for pair in zip(in_sample, loo, strict=True) for row in pair])
+    print_categories([row for pair in zip(in_sample, loo, strict=True) for row in pair])
+    print(f"  (learning and validation took {time.perf_counter() - started:.0f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=default_data())
+    parser.add_argument(
+        "--learn",
+        action="store_true",
+        help="learn the fusion weights on the data, with leave-one-conversation-out validation",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="skip the checks (no floor, numpy cosine)"
+    )
     args = parser.parse_args()
     common.bootstrap()
 
@@ -490,20 +801,31 @@ def main() -> None:
                 query_vectors[question.text] = embeddings.embed_one(question.text)
                 embed_ms.append((time.perf_counter() - t0) * 1000)
 
-        hybrid = recall_ranker(lambda text: text)
-        vector_only = recall_ranker(lambda text: "")
-        text_only = text_ranker()
+        from memory.services import WEIGHTS, RecallWeights
+
+        hybrid = recall_ranker()
+        vector_only = recall_ranker(text_of=lambda text: "")
+        text_only = recall_ranker(text_weights())
         cosine = cosine_ranker(stored.memory_ids, stored.matrices)
         first = conversations[0]
         for question in first.questions[:WARMUP]:
             user = stored.users[first.sample_id, "turn"]
             hybrid(user, question, query_vectors[question.text])
 
-        def run(store: str, mode: str, ranker: Ranker) -> Result:
+        def run(
+            store: str, mode: str, ranker: Ranker, among: list[Conversation] | None = None
+        ) -> Result:
             return evaluate(
-                store, mode, ranker, conversations, stored.users, stored.dia_of, query_vectors
+                store,
+                mode,
+                ranker,
+                among or conversations,
+                stored.users,
+                stored.dia_of,
+                query_vectors,
             )
 
+        print(f"recall weights (memory.services.WEIGHTS): {WEIGHTS}")
         results: list[Result] = []
         checks: list[Result] = []
         for store in STORES:
@@ -511,23 +833,45 @@ def main() -> None:
             results.append(run(store, "vector", vector_only))
             with override_settings(MEMORY_MIN_SIMILARITY=0.0):
                 results.append(run(store, "text", text_only))
-                checks.append(run(store, "hybrid, min sim 0", hybrid))
-            checks.append(run(store, "cosine (numpy)", cosine))
+                if not args.quick:
+                    checks.append(run(store, "hybrid, min sim 0", hybrid))
+            if not args.quick:
+                checks.append(run(store, "cosine (numpy)", cosine))
 
         print_table(results)
         print(
-            "hybrid = recall() as the chat calls it; vector = recall() with an empty query text "
-            "(no full-text match);\ntext = recall()'s full-text order (text_position) with "
-            "MEMORY_MIN_SIMILARITY=0"
+            "hybrid = recall() as the chat calls it (WEIGHTS); vector = recall() with an empty "
+            "query text (no full-text match);\ntext = recall() with text-only weights (its BM25 "
+            "order) and MEMORY_MIN_SIMILARITY=0"
         )
-        print()
-        print(
-            "Checks: recall without its similarity floor, and an exact numpy cosine ranking over "
-            "the same vectors"
-        )
-        print_table(checks)
+        if checks:
+            print()
+            print(
+                "Checks: recall without its similarity floor, and an exact numpy cosine ranking "
+                "over the same vectors"
+            )
+            print_table(checks)
         print_categories([r for r in results if r.mode != "text"])
 
+        # What each part of the fusion adds (recall() itself, with weights switched off).
+        steps = [
+            ("BM25 + vector, plain RRF", RecallWeights()),
+            ("+ learned fusion weights", replace(WEIGHTS, time=0.0, context=0.0)),
+            ("+ time (dated matches)", replace(WEIGHTS, context=0.0)),
+            ("+ context (= WEIGHTS)", WEIGHTS),
+        ]
+        ablation = [
+            run(store, label, recall_ranker(weights))
+            for store in ("turn", "dated", "dated+facts")
+            for label, weights in steps
+        ]
+        print()
+        print("Ablation: recall() with parts of the fusion switched off")
+        print_table(ablation)
+        print_categories(ablation)
+
+        if args.learn:
+            learn_and_validate(conversations, stored, query_vectors, run)
         print()
         print(f"latency per question, ms ({len(embed_ms)} questions)     p50      p95      p99")
         print(f"{'embed the question (embed_one)':<44}{common.pcts(embed_ms)}")
