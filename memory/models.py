@@ -60,8 +60,11 @@ class Memory(models.Model):
     # and retrieves better against the person's own questions.
     content = models.TextField()
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    # More words recall finds the memory by, never shown in the prompt: what extraction
+    # learned from the same turn (services.enrich_recall_keys). Cleared when the text changes.
+    recall_keys = models.TextField(blank=True, default="")
     search = models.GeneratedField(
-        expression=SearchVector("content", config="english"),
+        expression=SearchVector("content", "recall_keys", config="english"),
         output_field=SearchVectorField(),
         db_persist=True,
     )

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from config import llm
 from config.errors import DomainError
-from memory import embeddings, retention, when
+from memory import embeddings, guards, retention, when
 from memory.entities import names_in as entity_names_in
 from memory.models import ConversationSummary, Memory, MemoryEvent
 
@@ -144,6 +144,7 @@ def update_memory(
         if new_content is not None and new_content != old:
             memory.content = new_content
             memory.embedding = vector
+            memory.recall_keys = ""  # they described the old text
         if kind is not None:
             memory.kind = kind
         memory.updated_at = timezone.now()
@@ -221,6 +222,35 @@ def confirm(*, user: Any, memory_id: int) -> None:
         confirmations=F("confirmations") + 1,
         expires_at=retention.expiry_for(memory.kind, now),
     )
+
+
+def enrich_recall_keys(*, user: Any, memory_id: int, facts: list[str]) -> None:
+    """Let recall find a memory by more words: facts extraction learned from the same turn.
+
+    For extraction to call after it stores a memory (the other facts of that turn, the
+    people it names). The words feed recall's full-text ranking only; they are never shown
+    or put in the prompt, and are cleared when the memory's text changes. Secrets and
+    instructions are dropped, repeats skipped, the keys bounded. One UPDATE scoped to the
+    person; no history event (keys are derived from the memory's turn, not the memory).
+    """
+    row = Memory.objects.for_user(user).filter(pk=memory_id).values_list("content", "recall_keys")
+    found = row.first()
+    if found is None:
+        return
+    content, keys = found
+    known = f"{content} {keys}".lower()
+    extra: list[str] = []
+    for fact in facts:
+        text = " ".join(fact.split()) if isinstance(fact, str) else ""
+        if not text or text.lower() in known or guards.contains_secret(text):
+            continue
+        if guards.is_instruction(text):
+            continue
+        extra.append(text)
+        known += " " + text.lower()
+    if extra:
+        joined = " ".join([keys, *extra]).strip()[: 2 * settings.MEMORY_MAX_CHARS]
+        Memory.objects.for_user(user).filter(pk=memory_id).update(recall_keys=joined)
 
 
 def mark_used(*, user: Any, memory_ids: list[int]) -> None:
@@ -510,8 +540,9 @@ summaries AS (
     LIMIT 3
 )
 """
+# The CTEs are shared with bench/recall.py, which checks the vector ranking inside them.
 RECALL_SQL = (
-    RECALL_CTES
+    RECALL_CTES  # noqa: S608 (two constant strings, no input)
     + """SELECT 'memory', m.id, m.kind, m.content, m.importance, m.updated_at, 1 - r.distance,
        r.text_score, r.vector_rank, r.text_rank, r.relevance, m.tokens,
        (SELECT n::bigint FROM corpus)

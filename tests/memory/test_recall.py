@@ -11,7 +11,7 @@ import pytest
 from config import llm
 from memory import when
 from memory.models import Memory
-from memory.services import RecallWeights, recall
+from memory.services import RecallWeights, enrich_recall_keys, recall, update_memory
 
 pytestmark = pytest.mark.django_db
 
@@ -185,3 +185,35 @@ def test_token_counts_are_stored_at_write_time_as_the_prompt_counts_them(
     stored = Memory.objects.values_list("tokens", flat=True).get(pk=memory.pk)
 
     assert stored == llm.count_tokens(content)
+
+
+def test_facts_learned_from_the_same_turn_let_recall_find_a_memory_by_their_words(
+    user: Any, other_user: Any, settings: Any
+) -> None:
+    settings.MEMORY_MIN_SIMILARITY = -1.0
+    rng = np.random.default_rng(16)
+    memory, other = _store(user, ["I finally got the keys today.", "I like tea."], _unit(rng, 2))
+    theirs = _store(other_user, ["I got the keys."], _unit(rng, 1))[0]
+    vector = list(_unit(rng, 1)[0])
+
+    enrich_recall_keys(
+        user=user,
+        memory_id=memory.pk,
+        facts=[
+            "I bought a flat in Lisbon.",
+            "My password is hunter2",
+            "i bought a flat in lisbon.",
+        ],
+    )
+    enrich_recall_keys(user=user, memory_id=theirs.pk, facts=["I moved to Lisbon."])
+
+    recalled = recall(user=user, query="Where is my flat in Lisbon?", embedding=vector, limit=2)
+    stored = Memory.objects.get(pk=memory.pk)
+    assert recalled.memories[0].id == memory.pk
+    assert recalled.memories[0].text_position == 1
+    assert "Lisbon" not in recalled.prompt_block()
+    assert stored.recall_keys == "I bought a flat in Lisbon."  # no secret, no repeat
+    assert Memory.objects.get(pk=theirs.pk).recall_keys == ""  # not the person's memory
+    update_memory(user=user, memory_id=memory.pk, content="I got the keys yesterday.")
+    assert Memory.objects.get(pk=memory.pk).recall_keys == ""
+    assert other.pk not in [i.id for i in recalled.considered if i.text_position is not None]
