@@ -1,35 +1,45 @@
 """Recall quality on LoCoMo: does `memory.services.recall` find the turns a question needs?
 
-Run: `.venv/bin/python bench/locomo.py [--data PATH]` from the repository root. It starts an
-embedded PostgreSQL in `<data dir>/bench-locomo/pg` (unless DATABASE_URL is set), migrates,
-and for each conversation of the evaluation file (default /work/shared/eval/locomo-dev.json,
-see the README next to it) and each way of writing the memories ("store") creates one bench
-user whose memories are the conversation's dialogue turns, kind "fact", embedded with the
-project's embedding model (one batch), bulk-created, each tagged with its dia_id:
+Run: `.venv/bin/python bench/locomo.py [--data PATH] [--learn] [--quick] [--stores a,b]` from
+the repository root. The data defaults to `../shared/eval/locomo-dev.json` next to the
+checkout (the nearest `shared/eval/` above it). It starts an embedded PostgreSQL in
+`<data dir>/bench-locomo/pg` (unless DATABASE_URL is set), migrates, and for each
+conversation and each way of writing the memories ("store") creates one bench user whose
+memories are the conversation's dialogue turns, kind "fact", embedded with the project's
+embedding model (one batch), bulk-created, each tagged with its dia_id and kept as the
+product keeps memories: `happened_at` = the session's date, `source_conversation_id` = the
+session, `source_message_id` = the turn's position (so recall's time and context signals see
+what they would see in the product):
 
-- turn:            the turn's text
-- dated:           "[<session date>] <speaker>: <text>"
-- turn+facts:      the text, then the session `observation` facts tagged with that turn
-- dated+facts:     the dated text, then the same facts
-- turn, fact rows: the text as one memory, and each fact as its own memory with the same dia_id
+- turn:             the turn's text
+- dated:            "[<session date>] <speaker>: <text>"
+- turn+facts:       the text, then the session `observation` facts tagged with that turn
+- dated+facts:      the dated text, then the same facts
+- turn, fact rows:  the text as one memory, and each fact as its own memory with the same dia_id
+- dated, fact keys: the dated text, with the facts as its recall keys (full text only, not
+                    embedded), as extraction adds them with `enrich_recall_keys`
 
 For every question of categories 1-4 (5, adversarial, has no evidence) it then asks the real
 `recall(user=..., query=question, embedding=..., limit=10, token_budget=1_000_000)` and ranks
-the dia_ids of `Recalled.considered` (every scored item, best first; when several memories
+the dia_ids of `Recalled.considered` (every returned item, best first; when several memories
 point to the same turn only its first counts). R@k of a question = |evidence ∩ top k dia_ids|
 / |evidence|, averaged over all questions (the README's "share of evidence turns in the top
-k"). Evidence ids are normalized ("D8:6; D9:17" is two ids, "D30:05" is D30:5, "D:11:26" is
-D11:26); ids naming no turn of the conversation are dropped, and questions left without
-evidence skipped (both counted in the output).
+k"), overall and per category. Evidence ids are normalized ("D8:6; D9:17" is two ids, "D30:05"
+is D30:5, "D:11:26" is D11:26); ids naming no turn of the conversation are dropped, and
+questions left without evidence skipped (both counted in the output).
 
-Modes: hybrid (recall as the chat calls it), vector only (recall with an empty query text, so
-full text matches nothing) and, for reference, full text only (recall's own text order,
-`text_position`, with MEMORY_MIN_SIMILARITY = 0). Checks: hybrid recall with
-MEMORY_MIN_SIMILARITY = 0 (what the similarity floor costs), and an exact numpy cosine ranking
-over the same vectors (recall's vector ranking should equal it). The memories' vectors are
-computed in one batch with up to four threads and cached in `<data dir>/bench-locomo`; the
-questions are embedded one by one with the configured EMBEDDING_THREADS, as in the chat.
-Recall latency is timed with the question's vector given.
+Modes: hybrid (recall as the chat calls it, with memory.services.WEIGHTS), vector only
+(recall with an empty query text) and full text only (recall with text-only weights: its
+BM25 order, MEMORY_MIN_SIMILARITY = 0). Checks (not with --quick): hybrid without the
+similarity floor, and an exact numpy cosine ranking over the same vectors. Ablation (not
+with --quick): recall with parts of the fusion switched off.
+
+--learn: learns the fusion weights on the dev data (coordinate ascent over a grid, on an
+offline mirror of RECALL_SQL's fusion fed with exact vector ranks and recall's own BM25
+ranks), then validates leave-one-conversation-out: each conversation is ranked by the real
+recall() with the weights learned on the other four. The memories' vectors are computed in
+one batch and cached in `<data dir>/bench-locomo`; the questions are embedded one by one, as
+in the chat. Recall latency is timed with the question's vector given.
 
 Prints numbers; asserts nothing. Deletes its users and stops the PostgreSQL it started.
 """
@@ -83,7 +93,14 @@ KS = (5, 10)
 LIMIT = 10  # recall's limit (its candidate depth is max(4 x limit, 20) per ranking)
 TOKEN_BUDGET = 1_000_000
 WARMUP = 20
-STORES = ("turn", "dated", "turn+facts", "dated+facts", "turn, fact rows")
+STORES = (
+    "turn",
+    "dated",
+    "turn+facts",
+    "dated+facts",
+    "turn, fact rows",
+    "dated, fact keys",
+)
 # README baselines (all ten conversations, 1,536 questions), R@5 / R@10.
 BASELINES: dict[tuple[str, str], tuple[float, float, str]] = {
     ("turn", "text"): (0.436, 0.516, "BM25 over turns"),
@@ -145,7 +162,7 @@ def load(path: Path) -> list[Conversation]:
     conversations = []
     for item in json.loads(path.read_text()):
         raw = item["conversation"]
-        turns = []
+        turns: list[Turn] = []
         sessions = sorted(
             (int(key.split("_")[1]), value)
             for key, value in raw.items()
@@ -196,6 +213,14 @@ def load(path: Path) -> list[Conversation]:
     return conversations
 
 
+def keys_for(store: str, conversation: Conversation, dia_id: str) -> str:
+    """The memory's recall keys: in "dated, fact keys", the turn's facts, as extraction
+    would add them with `enrich_recall_keys` (full text only, not in the embedding)."""
+    if store != "dated, fact keys":
+        return ""
+    return " ".join(" ".join(conversation.facts.get(dia_id, [])).split())
+
+
 def rows_for(store: str, conversation: Conversation) -> list[tuple[str, str]]:
     """(content, dia_id) of the memories of one conversation in one store."""
     rows = []
@@ -210,6 +235,8 @@ def rows_for(store: str, conversation: Conversation) -> list[tuple[str, str]]:
             rows.append((" ".join([turn.text, *facts]), turn.dia_id))
         elif store == "dated+facts":
             rows.append((" ".join([dated, *facts]), turn.dia_id))
+        elif store == "dated, fact keys":
+            rows.append((dated, turn.dia_id))  # the facts are its recall keys (keys_for)
         else:
             rows.append((turn.text, turn.dia_id))
             rows += [(fact, turn.dia_id) for fact in facts]
@@ -288,6 +315,7 @@ def store_memories(conversations: list[Conversation], vectors: dict[str, Matrix]
                         user=user,
                         kind=Memory.Kind.FACT,
                         content=content,
+                        recall_keys=keys_for(store, conversation, dia_id),
                         embedding=vectors[content],
                         importance=0.5,
                         source_excerpt=dia_id,
@@ -361,11 +389,13 @@ TOP = max(3 * LIMIT, 20)  # and the relevant rows it returns
 LEARN_STORES = ("dated", "dated+facts")
 GRID: dict[str, tuple[float, ...]] = {
     "text": (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0),
-    "rrf_k": (2.0, 5.0, 10.0, 20.0, 40.0, 60.0),
-    "time": (0.0, 0.005, 0.01, 0.02, 0.04),
-    "context": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7),
-    "context_span": (1, 2, 3),
-    "context_seeds": (1, 3, 5, 10),
+    "rrf_k": (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0),
+    "text_score": (0.0, 0.01, 0.03, 0.1, 0.3),
+    "similarity": (0.0, 0.01, 0.03, 0.1, 0.3),
+    "time": (0.0, 0.005, 0.01, 0.02, 0.04, 0.1),
+    "context": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9),
+    "context_span": (1, 2, 3, 5),
+    "context_seeds": (3, 5, 10, 15, 20),
 }
 
 
@@ -386,6 +416,7 @@ class QuestionFeatures:
     similarity: npt.NDArray[np.float64]
     vector_rank: dict[int, int]  # memory index -> rank (1-based, top DEPTH)
     text_rank: dict[int, int]
+    text_score: dict[int, float]  # memory index -> BM25 score (the top DEPTH)
     dated: list[int]  # indexes of the memories in the named period (top DEPTH by distance)
     in_period: set[int]  # every memory in the named period
 
@@ -423,16 +454,20 @@ def user_index(conversation: Conversation, store: str, ids: list[int]) -> UserIn
 
 def mirror_rank(index: UserIndex, f: QuestionFeatures, w: Any, minimum: float) -> list[int]:
     """RECALL_SQL's relevant-memory order for weights `w`, computed in Python (indexes)."""
-    fused: dict[int, float] = defaultdict(float)
-    for i, rank in f.vector_rank.items():
-        fused[i] += w.vector / (w.rrf_k + rank)
-    for i, rank in f.text_rank.items():
-        fused[i] += w.text / (w.rrf_k + rank)
-    for i in f.dated:
-        fused[i] += 0.0
-    for i in fused:
-        if i in f.in_period:
-            fused[i] += w.time
+    from memory.services import score
+
+    best = max(f.text_score.values(), default=0.0)
+    fused = {
+        i: score(
+            vector_rank=f.vector_rank.get(i),
+            text_rank=f.text_rank.get(i),
+            similarity=float(f.similarity[i]),
+            text_share=f.text_score.get(i, 0.0) / best if best > 0 else 0.0,
+            in_period=i in f.in_period,
+            weights=w,
+        )
+        for i in {*f.vector_rank, *f.text_rank, *f.dated}
+    }
     lift: dict[int, float] = {}
     if w.context > 0:
         seeds = sorted(fused, key=lambda i: (-fused[i], index.ids[i]))[: w.context_seeds]
@@ -497,13 +532,15 @@ def collect_features(
                     token_budget=TOKEN_BUDGET,
                     weights=text_weights(),
                 )
-            text_rank = {
-                position[item.id]: int(item.text_position)
+            in_text = [
+                item
                 for item in recalled.considered
                 if item.source == "memory"
                 and item.text_position is not None
                 and item.text_position <= DEPTH
-            }
+            ]
+            text_rank = {position[item.id]: int(item.text_position or 0) for item in in_text}
+            text_score = {position[item.id]: item.text_rank for item in in_text}
             period = when.period_in(question.text, now)
             inside: list[int] = []
             if period is not None:
@@ -520,6 +557,7 @@ def collect_features(
                     similarity,
                     vector_rank,
                     text_rank,
+                    text_score,
                     inside[:DEPTH],
                     set(inside),
                 )
@@ -736,7 +774,12 @@ def main() -> None:
         help="learn the fusion weights on the data, with leave-one-conversation-out validation",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="skip the checks (no floor, numpy cosine)"
+        "--quick",
+        action="store_true",
+        help="skip the checks (no floor, numpy cosine) and the ablation",
+    )
+    parser.add_argument(
+        "--stores", default=",".join(STORES), help=f"comma-separated, of: {', '.join(STORES)}"
     )
     args = parser.parse_args()
     common.bootstrap()
@@ -828,7 +871,8 @@ def main() -> None:
         print(f"recall weights (memory.services.WEIGHTS): {WEIGHTS}")
         results: list[Result] = []
         checks: list[Result] = []
-        for store in STORES:
+        stores = [store for store in STORES if store in args.stores.split(",")]
+        for store in stores:
             results.append(run(store, "hybrid", hybrid))
             results.append(run(store, "vector", vector_only))
             with override_settings(MEMORY_MIN_SIMILARITY=0.0):
@@ -863,12 +907,14 @@ def main() -> None:
         ablation = [
             run(store, label, recall_ranker(weights))
             for store in ("turn", "dated", "dated+facts")
+            if store in stores and not args.quick
             for label, weights in steps
         ]
-        print()
-        print("Ablation: recall() with parts of the fusion switched off")
-        print_table(ablation)
-        print_categories(ablation)
+        if ablation:
+            print()
+            print("Ablation: recall() with parts of the fusion switched off")
+            print_table(ablation)
+            print_categories(ablation)
 
         if args.learn:
             learn_and_validate(conversations, stored, query_vectors, run)

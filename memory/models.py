@@ -62,7 +62,7 @@ class Memory(models.Model):
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
     # More words recall finds the memory by, never shown in the prompt: what extraction
     # learned from the same turn (services.enrich_recall_keys). Cleared when the text changes.
-    recall_keys = models.TextField(blank=True, default="")
+    recall_keys = models.TextField(blank=True, default="", db_default="")
     search = models.GeneratedField(
         expression=SearchVector("content", "recall_keys", config="english"),
         output_field=SearchVectorField(),

@@ -384,6 +384,7 @@ class RecallWeights:
     """How recall fuses its signals; learned on LoCoMo's dev half (bench/locomo.py --learn).
 
     relevance = vector / (rrf_k + vector rank) + text / (rrf_k + BM25 rank)
+                + text_score x BM25 / best BM25 + similarity x cosine similarity
                 + time (when the memory happened in the time the message names)
                 + context x the relevance of a top memory learned next to it
                 + small importance and recency nudges
@@ -392,6 +393,10 @@ class RecallWeights:
     vector: float = 1.0
     text: float = 1.0
     rrf_k: float = 60.0
+    # Score fusion next to rank fusion: the BM25 score over the best BM25 score of this
+    # message, and the cosine similarity, each times its weight.
+    text_score: float = 0.0
+    similarity: float = 0.0
     time: float = 0.0
     context: float = 0.0
     # Memories up to this many source messages away in the same conversation are "next to"
@@ -404,7 +409,19 @@ class RecallWeights:
     bm25_b: float = 0.75
 
 
-WEIGHTS = RecallWeights()
+# Learned on LoCoMo's dev half (five conversations) by bench/locomo.py --learn; the bench
+# reports the leave-one-conversation-out figure next to the in-sample one.
+WEIGHTS = RecallWeights(
+    vector=1.0,
+    text=2.0,
+    rrf_k=2.0,
+    text_score=0.03,
+    similarity=0.1,
+    time=0.005,
+    context=0.5,
+    context_span=2,
+    context_seeds=10,
+)
 
 # One statement. Every row of the person's live memories is read once (an exact scan through
 # the user_id index): its cosine distance to the message and, only for rows sharing a word
@@ -480,6 +497,9 @@ fused AS (
     SELECT c.id, c.vector_rank, c.text_rank, c.text_score,
            coalesce(%(w_vector)s / (%(rrf_k)s + c.vector_rank), 0)
            + coalesce(%(w_text)s / (%(rrf_k)s + c.text_rank), 0)
+           + coalesce(%(w_text_score)s * c.text_score
+                      / nullif((SELECT max(text_score) FROM text_top), 0), 0)
+           + %(w_similarity)s * (1 - l.distance)
            + CASE WHEN l.happened_at >= %(period_start)s AND l.happened_at < %(period_end)s
                   THEN %(w_time)s ELSE 0 END AS relevance
     FROM candidates c JOIN live l USING (id)
@@ -575,14 +595,17 @@ def score(
     *,
     vector_rank: int | None,
     text_rank: int | None,
+    similarity: float,
+    text_share: float = 0.0,
     in_period: bool = False,
     weights: RecallWeights = WEIGHTS,
 ) -> float:
     """The fused relevance RECALL_SQL computes for a candidate, before context and nudges.
 
-    The same arithmetic as the SQL, for tests and for learning the weights offline.
+    `text_share` is the candidate's BM25 score over the best of the message. The same
+    arithmetic as the SQL, for learning the weights offline (bench/locomo.py --learn).
     """
-    fused = 0.0
+    fused = weights.similarity * similarity + weights.text_score * text_share
     if vector_rank is not None:
         fused += weights.vector / (weights.rrf_k + vector_rank)
     if text_rank is not None:
@@ -618,6 +641,8 @@ def recall_parameters(
         "b": weights.bm25_b,
         "w_vector": weights.vector,
         "w_text": weights.text,
+        "w_text_score": weights.text_score,
+        "w_similarity": weights.similarity,
         "rrf_k": weights.rrf_k,
         "w_time": weights.time,
         "w_context": weights.context,

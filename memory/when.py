@@ -123,8 +123,8 @@ def period_in(text: str, now: datetime) -> Period | None:
             if unit in ("week", "weekend"):
                 return _span(today - timedelta(days=today.weekday() + 7), today)
             if unit == "month":
-                first = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
-                return _span(first, today)
+                month_start = (today.replace(day=1) - timedelta(days=1)).replace(day=1)
+                return _span(month_start, today)
             return _span(date(today.year - 1, 1, 1), date(today.year - 1, 12, 31))
         if name == "ago":
             count = _NUMBERS.get(groups[0]) or int(groups[0])
