@@ -416,11 +416,11 @@ WEIGHTS = RecallWeights(
     text=2.0,
     rrf_k=2.0,
     text_score=0.03,
-    similarity=0.1,
-    time=0.005,
-    context=0.5,
+    similarity=0.03,
+    time=0.1,
+    context=0.4,
     context_span=2,
-    context_seeds=10,
+    context_seeds=5,
 )
 
 # One statement. Every row of the person's live memories is read once (an exact scan through
