@@ -450,51 +450,58 @@ def exact_top(rows: UserRows, query: Query, k: int = 5) -> set[int]:
     return {int(i) for i in rows.ids[order]}
 
 
-@dataclass
-class Intercepted:
-    """The memory query one recall() call ran: its SQL, parameters and rows."""
-
-    sql: str = ""
-    params: Any = None
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-
-
-def intercept_recall(query: Query) -> Intercepted:
-    """Call memory.services.recall (vector given) and keep what its SQL returned.
-
-    The rows are read inside an execute wrapper, so recall itself sees none: this measures
-    recall's own statement, built by recall, whatever its parameters are today.
-    """
-    from django.db import connection
-
+def recall_parameters(query: Query) -> dict[str, Any]:
+    """The parameters recall() gives RECALL_SQL for this query (vector given)."""
     from accounts.models import User
     from memory import services
 
-    seen = Intercepted()
+    return services.recall_parameters(
+        user=User(pk=query.user_id),
+        query=query.text,
+        vector=query.vector,
+        limit=settings_limit(),
+    )
 
-    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        result = execute(sql, params, many, context)
-        if "memory_memory" in sql and not seen.sql:
-            seen.sql, seen.params = sql, params
-            seen.rows = list(context["cursor"].fetchall())
-        return result
 
-    with connection.execute_wrapper(wrapper):
-        services.recall(user=User(pk=query.user_id), query=query.text, embedding=query.vector)
-    if not seen.sql:
-        raise RuntimeError("recall() ran no query on memory_memory")
-    return seen
+def settings_limit() -> int:
+    from django.conf import settings
+
+    return int(settings.MEMORY_RECALL_LIMIT)
 
 
 def recall_vector_top(query: Query, k: int = 5) -> list[int]:
-    """The memories recall's one query ranks first by vector similarity (vector_rank <= k).
+    """The first k of the vector ranking inside recall's own statement (its CTEs, with the
+    parameters recall() builds), as recall ranks them before fusing."""
+    from django.db import connection
 
-    Relies on RECALL_SQL's columns: source, id, ..., vector_rank as the ninth.
-    """
-    rows = intercept_recall(query).rows
-    if rows and len(rows[0]) < 9:
-        raise RuntimeError("RECALL_SQL's columns changed: update bench/recall.py")
-    return [row[1] for row in rows if row[0] == "memory" and row[8] <= k]
+    from memory import services
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            services.RECALL_CTES + f"SELECT id FROM vector_top WHERE vector_rank <= {int(k)} "
+            "ORDER BY vector_rank",
+            recall_parameters(query),
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+FLOOR_SQL = (
+    "SELECT id FROM memory_memory WHERE user_id = %s ORDER BY embedding <=> %s::vector LIMIT %s"
+)
+
+
+def time_floor(queries: list[Query]) -> list[float]:
+    """The exact-scan floor: one bare ORDER BY <=> LIMIT k over the same person's rows."""
+    from django.db import connection
+
+    times = []
+    for query in queries:
+        started = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.execute(FLOOR_SQL, [query.user_id, query.literal, settings_limit()])
+            cursor.fetchall()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
 
 
 # --- Index statistics ---
@@ -556,11 +563,12 @@ def plan_scans(query: Query) -> str:
 
     from django.db import connection
 
-    seen = intercept_recall(query)
+    from memory import services
+
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'memory_memory'")
         names = {"memory_memory"} | {name for (name,) in cursor.fetchall()}
-        cursor.execute("EXPLAIN (FORMAT JSON) " + seen.sql, seen.params)
+        cursor.execute("EXPLAIN (FORMAT JSON) " + services.RECALL_SQL, recall_parameters(query))
         row = cursor.fetchone()
     plan = row[0] if row else []
     plan = plan if isinstance(plan, list) else json.loads(plan)
@@ -589,6 +597,15 @@ class LatencyRow:
     ms: list[float]
     scans: str
     plan: str = ""
+    floor: list[float] = field(default_factory=list)
+
+    def ratio(self) -> str:
+        """p50 and p95 over the floor's p50 and p95."""
+        if not self.floor:
+            return ""
+        p50 = common.percentile(self.ms, 0.5) / common.percentile(self.floor, 0.5)
+        p95 = common.percentile(self.ms, 0.95) / common.percentile(self.floor, 0.95)
+        return f"{p50:5.2f}x {p95:5.2f}x"
 
 
 def time_recall(queries: list[Query], *, embed: bool) -> list[float]:
@@ -620,17 +637,34 @@ def measure_latency(
         for who, memories, user_ids in groups:
             queries = [make_query(uid, rows[uid], rng) for uid in user_ids]
             explain = plan_scans(queries[0])
-            for embed in (False, True):
-                time_recall(queries[:WARMUP], embed=embed)
-                flush_django_stats()
-                before = scan_counts(stats, "memory_memory")
-                ms = time_recall(queries[WARMUP:], embed=embed)
-                flush_django_stats()
-                delta = scan_delta(before, scan_counts(stats, "memory_memory"))
-                mode = "embeds the text" if embed else "vector given"
-                result.append(
-                    LatencyRow(label, who, memories, mode, ms, describe_scans(delta), explain)
+            # The floor and recall alternate query by query, so machine load hits both alike.
+            time_floor(queries[:WARMUP])
+            time_recall(queries[:WARMUP], embed=False)
+            flush_django_stats()
+            before = scan_counts(stats, "memory_memory")
+            floor: list[float] = []
+            given: list[float] = []
+            for query in queries[WARMUP:]:
+                floor += time_floor([query])
+                given += time_recall([query], embed=False)
+            flush_django_stats()
+            delta = scan_delta(before, scan_counts(stats, "memory_memory"))
+            result.append(
+                LatencyRow(
+                    label, who, memories, "exact-scan floor", floor, "(interleaved)", explain
                 )
+            )
+            result.append(
+                LatencyRow(
+                    label, who, memories, "vector given", given, describe_scans(delta), explain,
+                    floor,
+                )
+            )  # fmt: skip
+            time_recall(queries[:WARMUP], embed=True)
+            embedded = time_recall(queries[WARMUP:], embed=True)
+            result.append(
+                LatencyRow(label, who, memories, "embeds the text", embedded, "", explain, floor)
+            )
     return result
 
 
@@ -850,14 +884,20 @@ def print_latency(rows: list[LatencyRow]) -> None:
         f"{QUERIES} queries after {WARMUP} warm-up per row)"
     )
     print(
-        f"   {'database':<18}{'user':<8}{'memories':>12}  {'query':<16}"
-        f"{'p50':>9}{'p95':>9}{'p99':>9}   scans during the {QUERIES} (pg_stat_user_*)"
+        f"   {'database':<18}{'user':<8}{'memories':>12}  {'query':<17}"
+        f"{'p50':>9}{'p95':>9}{'p99':>9}  {'/ floor p50, p95':>16}   scans during the "
+        f"{QUERIES} (pg_stat_user_*)"
     )
     for row in rows:
         print(
-            f"   {row.database:<18}{row.who:<8}{row.memories:>12}  {row.mode:<16}"
-            f"{common.pcts(row.ms)}   {row.scans}"
+            f"   {row.database:<18}{row.who:<8}{row.memories:>12}  {row.mode:<17}"
+            f"{common.pcts(row.ms)}  {row.ratio():>16}   {row.scans}"
         )
+    print(
+        "   floor = one bare `SELECT id FROM memory_memory WHERE user_id = %s ORDER BY "
+        "embedding <=> q LIMIT k` (k = MEMORY_RECALL_LIMIT), alternating with recall query by "
+        "query"
+    )
     plans = dict.fromkeys((row.database, row.who, row.plan) for row in rows)
     print("   EXPLAIN of RECALL_SQL (memory part) for one query of each row:")
     for database, who, plan in plans:
@@ -897,13 +937,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reseed", action="store_true", help="drop and seed both databases")
     parser.add_argument(
-        "--users", type=int, default=1000, help="regular users in the large database"
+        "--users",
+        type=int,
+        default=100,
+        help="regular users in the large database (100: 110,010 rows; 1000: 1,010,010)",
     )
     parser.add_argument(
         "--hnsw",
-        choices=("auto", "100k", "1m"),
-        default="auto",
-        help="HNSW on 100 users only, on all users too, or decide by the 100k build time",
+        choices=("none", "auto", "100k", "1m"),
+        default="none",
+        help="the global HNSW comparison: none, on 100 users only, on all users too, or "
+        "decide by the 100k build time",
     )
     args = parser.parse_args()
     common.bootstrap()
@@ -973,6 +1017,8 @@ def main() -> None:
             print_ann(exact)
             print(f"   {common.load_line()}")
 
+        if args.hnsw == "none":
+            raise StopIteration  # the HNSW comparison was not asked for
         sample = min(HNSW_SAMPLE_USERS, len(large_pop.regular))
         ann, build = hnsw_experiment(
             large_url,
@@ -1028,6 +1074,8 @@ def main() -> None:
                 f"{full * PER_USER:,} rows (limit {HNSW_1M_LIMIT_S / 60:.0f} min, or run "
                 "with --hnsw=1m)"
             )
+    except StopIteration:
+        print("   (b) global HNSW: not run (--hnsw=none; see --hnsw=100k)")
     except KeyboardInterrupt:
         print("\ninterrupted; cleaning up")
     finally:

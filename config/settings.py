@@ -233,6 +233,10 @@ MEMORY_RECALL_LIMIT = env.int("MEMORY_RECALL_LIMIT", default=8)
 MEMORY_RECALL_TOKEN_BUDGET = env.int("MEMORY_RECALL_TOKEN_BUDGET", default=600)
 # Below this cosine similarity (and with no word in common) a fact is not relevant.
 MEMORY_MIN_SIMILARITY = env.float("MEMORY_MIN_SIMILARITY", default=0.3)
+# Recall's one statement is prepared once per database connection (planning it costs about
+# as much as running it). Turn off behind a pooler that cannot keep prepared statements
+# (PgBouncer in transaction mode before 1.21).
+MEMORY_RECALL_PREPARED = env.bool("MEMORY_RECALL_PREPARED", default=True)
 # Reconciliation: at or above DUPLICATE a candidate repeats a memory; below NEW it is new;
 # in between, one LLM call decides (update, delete, add or nothing).
 MEMORY_DUPLICATE_SIMILARITY = env.float("MEMORY_DUPLICATE_SIMILARITY", default=0.9)

@@ -7,12 +7,27 @@ from typing import Any
 from django.conf import settings
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
-from django.db.models import Q
+from django.db.models import Func, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from pgvector.django import VectorField
 
 EMBEDDING_DIMENSIONS = settings.EMBEDDING_DIMENSIONS
+
+
+class TokenEstimate(Func):
+    """`config.llm.count_tokens` in SQL: max(chars / 4, words * 4 / 3, 1).
+
+    Stored in a generated column, so recall's token budget reads a number counted once at
+    write time, whichever path wrote the row (services, bulk loads, COPY).
+    """
+
+    template = (
+        "GREATEST(char_length(%(expressions)s) / 4, "
+        "round(coalesce(array_length(regexp_split_to_array(btrim(%(expressions)s), "
+        "'\\s+'), 1), 0) * 4 / 3.0)::integer, 1)"
+    )
+    output_field = models.IntegerField()
 
 
 class MemoryQuerySet(models.QuerySet["Memory"]):
@@ -45,13 +60,24 @@ class Memory(models.Model):
     # and retrieves better against the person's own questions.
     content = models.TextField()
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    # More words recall finds the memory by, never shown in the prompt: what extraction
+    # learned from the same turn (services.enrich_recall_keys). Cleared when the text changes.
+    recall_keys = models.TextField(blank=True, default="", db_default="")
     search = models.GeneratedField(
-        expression=SearchVector("content", config="english"),
+        expression=SearchVector("content", "recall_keys", config="english"),
         output_field=SearchVectorField(),
         db_persist=True,
     )
+    # Estimated prompt tokens of `content` (see TokenEstimate).
+    tokens = models.GeneratedField(
+        expression=TokenEstimate("content"), output_field=models.IntegerField(), db_persist=True
+    )
     importance = models.FloatField(default=0.5)
     pinned = models.BooleanField(default=False)
+    # When the thing happened or was said, if not when the row was written (a bulk import, an
+    # extractor that read "last May"); recall matches times named in a message against it,
+    # falling back to created_at.
+    happened_at = models.DateTimeField(null=True, blank=True)
     # Provenance. Plain ids, not foreign keys: memory does not depend on the chat app, and a
     # memory outlives the conversation it was learned in unless the person deletes it.
     source_message_id = models.BigIntegerField(null=True, blank=True)
@@ -188,6 +214,9 @@ class ConversationSummary(models.Model):
         expression=SearchVector("content", config="english"),
         output_field=SearchVectorField(),
         db_persist=True,
+    )
+    tokens = models.GeneratedField(
+        expression=TokenEstimate("content"), output_field=models.IntegerField(), db_persist=True
     )
     # The newest message the summary covers: the next summary starts after it.
     last_message_id = models.BigIntegerField()

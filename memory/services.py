@@ -5,13 +5,13 @@ Every function takes the user explicitly and scopes every query to them in SQL.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from config import llm
 from config.errors import DomainError
-from memory import embeddings, privacy, retention
+from memory import embeddings, guards, privacy, retention, when
 from memory.entities import names_in as entity_names_in
 from memory.models import ConversationSummary, Memory, MemoryEvent
 
@@ -158,6 +158,7 @@ def update_memory(
         if new_content is not None and new_content != old:
             memory.content = new_content
             memory.embedding = vector
+            memory.recall_keys = ""  # they described the old text
         if kind is not None:
             memory.kind = kind
         memory.updated_at = timezone.now()
@@ -274,6 +275,35 @@ def confirm(*, user: Any, memory_id: int, kind: str | None = None) -> None:
     )
 
 
+def enrich_recall_keys(*, user: Any, memory_id: int, facts: list[str]) -> None:
+    """Let recall find a memory by more words: facts extraction learned from the same turn.
+
+    For extraction to call after it stores a memory (the other facts of that turn, the
+    people it names). The words feed recall's full-text ranking only; they are never shown
+    or put in the prompt, and are cleared when the memory's text changes. Secrets and
+    instructions are dropped, repeats skipped, the keys bounded. One UPDATE scoped to the
+    person; no history event (keys are derived from the memory's turn, not the memory).
+    """
+    row = Memory.objects.for_user(user).filter(pk=memory_id).values_list("content", "recall_keys")
+    found = row.first()
+    if found is None:
+        return
+    content, keys = found
+    known = f"{content} {keys}".lower()
+    extra: list[str] = []
+    for fact in facts:
+        text = " ".join(fact.split()) if isinstance(fact, str) else ""
+        if not text or text.lower() in known or guards.contains_secret(text):
+            continue
+        if guards.is_instruction(text):
+            continue
+        extra.append(text)
+        known += " " + text.lower()
+    if extra:
+        joined = " ".join([keys, *extra]).strip()[: 2 * settings.MEMORY_MAX_CHARS]
+        Memory.objects.for_user(user).filter(pk=memory_id).update(recall_keys=joined)
+
+
 def mark_used(*, user: Any, memory_ids: list[int]) -> None:
     """Stamp `last_used_at` on memories a reply used (one UPDATE, after the reply)."""
     if memory_ids:
@@ -335,13 +365,16 @@ def delete_summary(*, user: Any, summary_id: int) -> None:
 
 @dataclass(frozen=True)
 class RecalledItem:
-    source: str  # "memory" or "summary"
+    source: str  # "memory", "summary" or "entity"
     id: int
     kind: str
     content: str
     similarity: float
+    # BM25 score of the memory's words against the message (0 when no word matches).
     text_rank: float
-    vector_rank: int
+    # Position in the person's exact vector ranking, and in the BM25 ranking; None when the
+    # item is not in that ranking's top (it came by the other ranking, its date or context).
+    vector_rank: int | None
     text_position: int | None
     importance: float
     updated_at: datetime
@@ -475,70 +508,293 @@ def second_person(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-# One statement: the person's live memories ranked by vector similarity and by full-text rank
-# (an exact scan of their rows through the (user, kind) index), fused later by reciprocal
-# rank; always-on kinds come along whatever their rank; plus the closest summaries.
-RECALL_SQL = """
+@dataclass(frozen=True)
+class RecallWeights:
+    """How recall fuses its signals; learned on LoCoMo's dev half (bench/locomo.py --learn).
+
+    relevance = vector / (rrf_k + vector rank) + text / (rrf_k + BM25 rank)
+                + text_score x BM25 / best BM25 + similarity x cosine similarity
+                + time (when the memory happened in the time the message names)
+                + context x the relevance of a top memory learned next to it
+                + small importance and recency nudges
+    """
+
+    vector: float = 1.0
+    text: float = 1.0
+    rrf_k: float = 60.0
+    # Score fusion next to rank fusion: the BM25 score over the best BM25 score of this
+    # message, and the cosine similarity, each times its weight.
+    text_score: float = 0.0
+    similarity: float = 0.0
+    time: float = 0.0
+    context: float = 0.0
+    # Memories up to this many source messages away in the same conversation are "next to"
+    # a top memory (the same message counts as 0 away).
+    context_span: int = 1
+    # How many of the top memories lend their relevance to their neighbours.
+    context_seeds: int = 5
+    # BM25's term-frequency saturation and length normalisation (the usual values).
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+
+
+# Learned on LoCoMo's dev half (five conversations) by bench/locomo.py --learn; the bench
+# reports the leave-one-conversation-out figure next to the in-sample one.
+WEIGHTS = RecallWeights(
+    vector=1.0,
+    text=2.0,
+    rrf_k=2.0,
+    text_score=0.03,
+    similarity=0.03,
+    time=0.1,
+    context=0.4,
+    context_span=2,
+    context_seeds=5,
+)
+
+# One statement. Every row of the person's live memories is read once (an exact scan through
+# the user_id index): its cosine distance to the message and, only for rows sharing a word
+# with it, its BM25 postings. Document frequencies and the average length come from the
+# person's own rows in the same statement, so the ranking needs no statistics table kept up
+# to date. Candidates are the vector top, the BM25 top and the memories dated in the time
+# the message names; their fused relevance is computed here, their neighbours (same
+# conversation, next source message) are lifted, and only the top rows come back with their
+# text, plus the most relevant always-on memories, the closest past-conversation summaries
+# and the entities the message names.
+RECALL_CTES = """
 WITH q AS (
     -- Any word may match (OR), not all of them: "How old is Bruno?" must find "My dog Bruno".
     SELECT %(embedding)s::vector AS v,
-           replace(plainto_tsquery('english', %(text)s)::text, ' & ', ' | ')::tsquery AS t
+           regexp_replace(plainto_tsquery('english', %(text)s)::text,
+                          ' (&|<->|<[0-9]+>) ', ' | ', 'g')::tsquery AS t,
+           tsvector_to_array(to_tsvector('english', %(text)s)) AS terms
 ),
-scored AS (
-    SELECT m.id, m.kind, m.content, m.importance, m.updated_at,
-           1 - (m.embedding <=> q.v) AS similarity,
-           ts_rank_cd(m.search, q.t) AS text_rank
+live AS MATERIALIZED (
+    SELECT m.id, m.kind, m.importance, m.updated_at,
+           m.embedding <=> q.v AS distance,
+           CASE WHEN m.search @@ q.t THEN m.search END AS matched,
+           length(m.search) AS length,
+           m.source_conversation_id AS conversation, m.source_message_id AS message,
+           coalesce(m.happened_at, m.created_at) AS happened_at
     FROM memory_memory m, q
     WHERE m.user_id = %(user_id)s
       AND (m.pinned OR m.expires_at IS NULL OR m.expires_at > now())
 ),
-ranked AS (
-    SELECT scored.*,
-           row_number() OVER (ORDER BY similarity DESC, id) AS vector_rank,
-           row_number() OVER (ORDER BY text_rank DESC, id) AS text_position
-    FROM scored
+corpus AS (
+    SELECT count(*)::float8 AS n, greatest(avg(length), 1)::float8 AS average FROM live
+),
+postings AS (
+    SELECT l.id, l.length, p.lexeme, coalesce(cardinality(p.positions), 1) AS tf
+    FROM live l CROSS JOIN LATERAL unnest(l.matched) p, q
+    WHERE l.matched IS NOT NULL AND p.lexeme = ANY(q.terms)
+),
+frequency AS (
+    SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme
+),
+bm25 AS (
+    SELECT p.id,
+           sum(ln(1 + (c.n - f.df + 0.5) / (f.df + 0.5)) * p.tf * (%(k1)s + 1)
+               / (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / c.average))) AS text_score
+    FROM postings p JOIN frequency f USING (lexeme), corpus c
+    GROUP BY p.id
+),
+text_top AS (
+    SELECT id, text_score, row_number() OVER (ORDER BY text_score DESC, id) AS text_rank
+    FROM (SELECT id, text_score FROM bm25 ORDER BY text_score DESC, id LIMIT %(depth)s) b
+),
+vector_top AS (
+    SELECT id, row_number() OVER (ORDER BY distance, id) AS vector_rank
+    FROM (SELECT id, distance FROM live ORDER BY distance, id LIMIT %(depth)s) v
+),
+dated AS (
+    SELECT id FROM live
+    WHERE happened_at >= %(period_start)s AND happened_at < %(period_end)s
+    ORDER BY distance, id LIMIT %(depth)s
+),
+candidates AS (
+    SELECT id, max(vector_rank) AS vector_rank, max(text_rank) AS text_rank,
+           max(text_score) AS text_score
+    FROM (
+        SELECT id, vector_rank, NULL::bigint AS text_rank, NULL::float8 AS text_score
+        FROM vector_top
+        UNION ALL SELECT id, NULL, text_rank, text_score FROM text_top
+        UNION ALL SELECT id, NULL, NULL, NULL FROM dated
+    ) c
+    GROUP BY id
+),
+fused AS (
+    SELECT c.id, c.vector_rank, c.text_rank, c.text_score,
+           coalesce(%(w_vector)s / (%(rrf_k)s + c.vector_rank), 0)
+           + coalesce(%(w_text)s / (%(rrf_k)s + c.text_rank), 0)
+           + coalesce(%(w_text_score)s * c.text_score
+                      / nullif((SELECT max(text_score) FROM text_top), 0), 0)
+           + %(w_similarity)s * (1 - l.distance)
+           + CASE WHEN l.happened_at >= %(period_start)s AND l.happened_at < %(period_end)s
+                  THEN %(w_time)s ELSE 0 END AS relevance
+    FROM candidates c JOIN live l USING (id)
+),
+seeds AS (
+    SELECT f.id, f.relevance, l.conversation
+    FROM fused f JOIN live l USING (id)
+    WHERE %(w_context)s > 0 AND l.conversation IS NOT NULL AND l.message IS NOT NULL
+      AND l.kind NOT IN ('profile', 'preference')
+    ORDER BY f.relevance DESC, f.id LIMIT %(seeds)s
+),
+threads AS (
+    SELECT id, conversation,
+           dense_rank() OVER (PARTITION BY conversation ORDER BY message) AS position
+    FROM live
+    WHERE conversation IN (SELECT conversation FROM seeds) AND message IS NOT NULL
+),
+context AS (
+    SELECT n.id, %(w_context)s * max(s.relevance) AS lift
+    FROM seeds s
+    JOIN threads t ON t.id = s.id
+    JOIN threads n ON n.conversation = t.conversation AND n.id <> s.id
+                  AND abs(n.position - t.position) <= %(span)s
+    GROUP BY n.id
+),
+relevant AS (
+    SELECT l.id, l.distance, f.vector_rank, f.text_rank, coalesce(f.text_score, 0) AS text_score,
+           coalesce(f.relevance, 0) + coalesce(x.lift, 0)
+           + 0.002 * l.importance
+           + 0.001 * exp(-greatest(extract(epoch FROM now() - l.updated_at), 0) / 7776000)
+           AS relevance
+    FROM (SELECT id FROM fused UNION SELECT id FROM context) ids
+    JOIN live l USING (id)
+    LEFT JOIN fused f USING (id)
+    LEFT JOIN context x USING (id)
+    WHERE l.kind NOT IN ('profile', 'preference')
+      AND (1 - l.distance >= %(min_similarity)s
+           OR ((f.text_rank IS NOT NULL OR x.lift IS NOT NULL)
+               AND 1 - l.distance >= %(min_similarity)s / 2))
+    ORDER BY relevance DESC, l.id
+    LIMIT %(top)s
+),
+always_on AS (
+    -- Profile and preference memories come whatever the message, the most relevant first
+    -- and at most `always` of them (the token budget then decides).
+    SELECT l.id, l.distance, v.vector_rank, NULL::bigint AS text_rank,
+           0::float8 AS text_score, 1 - l.distance AS relevance
+    FROM live l LEFT JOIN vector_top v USING (id)
+    WHERE l.kind IN ('profile', 'preference')
+    ORDER BY l.distance, l.id
+    LIMIT %(always)s
 ),
 summaries AS (
-    SELECT s.id, 'summary' AS kind, s.content, 0.5::float8 AS importance, s.updated_at,
-           1 - (s.embedding <=> q.v) AS similarity,
-           ts_rank_cd(s.search, q.t) AS text_rank
+    SELECT s.id, s.content, s.updated_at, s.tokens, 1 - (s.embedding <=> q.v) AS similarity
     FROM memory_conversationsummary s, q
     WHERE s.user_id = %(user_id)s AND s.conversation_id <> %(exclude_conversation)s
-    ORDER BY s.embedding <=> q.v
+    ORDER BY s.embedding <=> q.v, s.id
     LIMIT 3
 )
-SELECT 'memory', id, kind, content, importance, updated_at, similarity, text_rank,
-       vector_rank, CASE WHEN text_rank > 0 THEN text_position END
-FROM ranked
-WHERE vector_rank <= %(depth)s OR (text_rank > 0 AND text_position <= %(depth)s)
-   OR kind IN ('profile', 'preference')
+"""
+# The CTEs are shared with bench/recall.py, which checks the vector ranking inside them.
+RECALL_SQL = (
+    RECALL_CTES  # noqa: S608 (two constant strings, no input)
+    + """SELECT 'memory', m.id, m.kind, m.content, m.importance, m.updated_at, 1 - r.distance,
+       r.text_score, r.vector_rank, r.text_rank, r.relevance, m.tokens,
+       (SELECT n::bigint FROM corpus)
+FROM (SELECT * FROM relevant UNION ALL SELECT * FROM always_on) r
+JOIN memory_memory m ON m.id = r.id AND m.user_id = %(user_id)s
 UNION ALL
-SELECT 'summary', id, kind, content, importance, updated_at, similarity, text_rank,
-       row_number() OVER (ORDER BY similarity DESC), NULL
-FROM summaries
+SELECT 'summary', id, 'summary', content, 0.5::float8, updated_at, similarity, 0::float8,
+       rank, NULL, %(w_vector)s / (%(rrf_k)s + rank), tokens, NULL
+FROM (SELECT *, row_number() OVER (ORDER BY similarity DESC, id) AS rank FROM summaries) s
+WHERE similarity >= %(min_similarity)s
 UNION ALL
 SELECT 'entity', e.id, e.type,
        e.name || ' (' || e.type || ')' || COALESCE(': ' || (
            SELECT string_agg(a.key || ': ' || a.value, '; ' ORDER BY a.key)
            FROM jsonb_each_text(e.attributes) a
        ), ''),
-       0.6::float8, e.updated_at, 1.0::float8, 0::float8, 1, NULL
+       0.6::float8, e.updated_at, 1.0::float8, 0::float8, 1, NULL, 1.0::float8, NULL, NULL
 FROM memory_entity e
-WHERE e.user_id = %(user_id)s AND e.key = ANY(%(names)s)
+WHERE e.user_id = %(user_id)s AND e.key = ANY(%(names)s::text[])
 """
+)
 
-RRF_K = 60
+# A prompt line costs the memory's tokens plus its "- (kind) " prefix and newline.
+LINE_TOKENS = 4
+# A date no memory has: the period bounds when the message names no time.
+_NO_PERIOD = datetime(1, 1, 1, tzinfo=UTC)
 
 
-def score(item: RecalledItem, now: datetime) -> float:
-    """Reciprocal-rank fusion of the vector and text ranks, nudged by importance and recency."""
-    fused = 1 / (RRF_K + item.vector_rank)
-    if item.text_position is not None:
-        fused += 1 / (RRF_K + item.text_position)
-    age_days = max(0.0, (now - item.updated_at).total_seconds() / 86400)
-    recency = math.exp(-age_days / 90)
-    # The nudges are worth a few ranks at most: relevance decides, ties go to what matters.
-    return fused + 0.002 * item.importance + 0.001 * recency
+def score(
+    *,
+    vector_rank: int | None,
+    text_rank: int | None,
+    similarity: float,
+    text_share: float = 0.0,
+    in_period: bool = False,
+    weights: RecallWeights = WEIGHTS,
+) -> float:
+    """The fused relevance RECALL_SQL computes for a candidate, before context and nudges.
+
+    `text_share` is the candidate's BM25 score over the best of the message. The same
+    arithmetic as the SQL, for learning the weights offline (bench/locomo.py --learn).
+    """
+    fused = weights.similarity * similarity + weights.text_score * text_share
+    if vector_rank is not None:
+        fused += weights.vector / (weights.rrf_k + vector_rank)
+    if text_rank is not None:
+        fused += weights.text / (weights.rrf_k + text_rank)
+    return fused + (weights.time if in_period else 0.0)
+
+
+def recall_parameters(
+    *,
+    user: Any,
+    query: str,
+    vector: list[float],
+    limit: int,
+    exclude_conversation_id: int | None = None,
+    weights: RecallWeights = WEIGHTS,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """RECALL_SQL's parameters for one message (also used by bench/recall.py to EXPLAIN it)."""
+    period = when.period_in(query, now or timezone.now())
+    return {
+        "embedding": "[" + ",".join(f"{x:.7g}" for x in vector) + "]",
+        "text": query[:2000],
+        "user_id": user.pk,
+        "depth": max(limit * 4, 20),
+        "top": max(limit * 3, 20),
+        "always": limit,
+        "exclude_conversation": exclude_conversation_id or 0,
+        "names": entity_names_in(query),
+        "period_start": period.start if period else _NO_PERIOD,
+        "period_end": period.end if period else _NO_PERIOD,
+        "min_similarity": settings.MEMORY_MIN_SIMILARITY,
+        "k1": weights.bm25_k1,
+        "b": weights.bm25_b,
+        "w_vector": weights.vector,
+        "w_text": weights.text,
+        "w_text_score": weights.text_score,
+        "w_similarity": weights.similarity,
+        "rrf_k": weights.rrf_k,
+        "w_time": weights.time,
+        "w_context": weights.context,
+        "span": weights.context_span,
+        "seeds": weights.context_seeds,
+    }
+
+
+def _run_recall(parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """RECALL_SQL's rows; a prepared statement on this connection unless turned off."""
+    if not settings.MEMORY_RECALL_PREPARED:
+        with connection.cursor() as cursor:
+            cursor.execute(RECALL_SQL, parameters)
+            return cursor.fetchall()
+    connection.ensure_connection()
+    raw = connection.connection
+    # Django turns psycopg's automatic preparing off for the whole connection (poolers); its
+    # own cursors bind on the client and never prepare, so this changes nothing for them.
+    if raw.prepare_threshold is None:
+        raw.prepare_threshold = 1_000_000
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        cursor.execute(RECALL_SQL, parameters, prepare=True)
+        return cursor.fetchall()
 
 
 def recall(
@@ -549,65 +805,60 @@ def recall(
     limit: int | None = None,
     token_budget: int | None = None,
     exclude_conversation_id: int | None = None,
+    weights: RecallWeights | None = None,
 ) -> Recalled:
     """The person's memories most relevant to `query`, within a token budget.
 
-    Always-on kinds (profile, preference) come first, then relevant facts, tasks and past
-    conversation summaries by fused score. One SQL query; embeds `query` unless given
+    Always-on kinds (profile, preference; at most `limit`, the most relevant first) come
+    first, then relevant facts, tasks and past conversation summaries by fused relevance
+    (see RECALL_SQL and RecallWeights). One SQL query; embeds `query` unless given
     `embedding`. Read-only: `last_used_at` is stamped later by `mark_used`.
     """
     started = time.perf_counter()
     limit = limit or settings.MEMORY_RECALL_LIMIT
     budget = token_budget or settings.MEMORY_RECALL_TOKEN_BUDGET
     vector = embedding if embedding is not None else embeddings.embed_one(query)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            RECALL_SQL,
-            {
-                "embedding": "[" + ",".join(f"{x:.7g}" for x in vector) + "]",
-                "text": query[:2000],
-                "user_id": user.pk,
-                "depth": max(limit * 4, 20),
-                "exclude_conversation": exclude_conversation_id or 0,
-                "names": entity_names_in(query),
-            },
-        )
-        rows = cursor.fetchall()
-    now = timezone.now()
-    items = [
-        RecalledItem(
-            source=row[0],
+    parameters = recall_parameters(
+        user=user,
+        query=query,
+        vector=vector,
+        limit=limit,
+        exclude_conversation_id=exclude_conversation_id,
+        weights=weights or WEIGHTS,
+    )
+    rows = _run_recall(parameters)
+    always: list[RecalledItem] = []
+    relevant: list[RecalledItem] = []
+    live = 0
+    for row in rows:
+        source, kind, content = row[0], row[2], row[3]
+        tokens = row[11] if row[11] is not None else llm.count_tokens(content)
+        item = RecalledItem(
+            source=source,
             id=row[1],
-            kind=row[2],
-            content=row[3],
+            kind=kind,
+            content=content,
             importance=row[4],
             updated_at=row[5],
             similarity=float(row[6]),
-            text_rank=float(row[7]),
-            vector_rank=int(row[8]),
+            text_rank=float(row[7] or 0.0),
+            vector_rank=row[8],
             text_position=row[9],
+            score=float(row[10]),
+            tokens=tokens + LINE_TOKENS,
         )
-        for row in rows
-    ]
-    minimum = settings.MEMORY_MIN_SIMILARITY
-    always = [i for i in items if i.source == "memory" and i.kind in Memory.ALWAYS_ON]
-    relevant = [
-        i
-        for i in items
-        if (i.source == "summary" or i.kind not in Memory.ALWAYS_ON)
-        and (
-            i.similarity >= minimum or (i.text_position is not None and i.similarity >= minimum / 2)
-        )
-    ]
-    scored_always = sorted((_with_score(i, now) for i in always), key=lambda i: (-i.score, i.id))
-    scored_relevant = sorted(
-        (_with_score(i, now) for i in relevant), key=lambda i: (-i.score, i.id)
-    )
+        if source == "memory":
+            live = row[12]
+        if source == "memory" and kind in Memory.ALWAYS_ON:
+            always.append(item)
+        else:
+            relevant.append(item)
+    relevant.sort(key=lambda i: (-i.score, i.id))
     chosen: list[RecalledItem] = []
     considered: list[RecalledItem] = []
     spent = 0
     relevant_taken = 0
-    for item in scored_always + scored_relevant:
+    for item in always + relevant:
         is_relevant = item.source == "summary" or item.kind not in Memory.ALWAYS_ON
         fits = spent + item.tokens <= budget and not (is_relevant and relevant_taken >= limit)
         if fits:
@@ -618,11 +869,7 @@ def recall(
         considered.append(item)
     return Recalled(
         items=chosen,
-        candidates=len(items),
+        candidates=live,
         milliseconds=(time.perf_counter() - started) * 1000,
         considered=considered,
     )
-
-
-def _with_score(item: RecalledItem, now: datetime) -> RecalledItem:
-    return replace(item, score=score(item, now), tokens=llm.count_tokens(item.content) + 4)
