@@ -9,10 +9,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from config.errors import Conflict
 from memory.models import Entity, EntityEvent, MemoryEvent
+
+
+class EntityNameTaken(Conflict):
+    """Another of the person's entities already has that name (names are unique per person)."""
+
 
 _WORD_RE = re.compile(r"[\w'-]+", re.UNICODE)
 
@@ -118,13 +124,35 @@ def update_entity(
 ) -> Entity:
     """The person's correction: replaces the attributes, history kept.
 
-    Raises Entity.DoesNotExist for an entity that is not theirs.
+    Raises Entity.DoesNotExist for an entity that is not theirs, and EntityNameTaken (409)
+    when another of their entities already has the new name.
     """
     attributes = clean_attributes(attributes)
+    try:
+        return _update_entity(user=user, entity_id=entity_id, attributes=attributes, name=name)
+    except IntegrityError:
+        # Renamed concurrently to the same name as another: the same clash, found late.
+        raise EntityNameTaken(f"You already have an entity named “{name}”.") from None
+
+
+def _update_entity(
+    *, user: Any, entity_id: int, attributes: dict[str, str], name: str | None
+) -> Entity:
     with transaction.atomic():
         entity = Entity.objects.select_for_update().get(user=user, pk=entity_id)
         if name and " ".join(name.split()) != entity.name:
             new_name = " ".join(name.split())[:120]
+            clash = (
+                Entity.objects.filter(user=user, key=entity_key(new_name))
+                .exclude(pk=entity.pk)
+                .values_list("name", flat=True)
+                .first()
+            )
+            if clash is not None:
+                raise EntityNameTaken(
+                    f"You already have an entity named “{clash}”. Choose another name, or "
+                    "delete one of the two."
+                )
             _event(
                 entity,
                 "updated",
