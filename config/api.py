@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
+from django.core.validators import RegexValidator
+from django.db import DataError
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ParseError
@@ -15,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.errors import DomainError, text_problem
-from config.middleware import RETRY_AFTER_SECONDS, is_outage
+from config.middleware import DATA_ERROR_MESSAGE, RETRY_AFTER_SECONDS, is_outage
 
 # Deeper than any body the API accepts (an entity's attributes are the deepest, at 2), far
 # below the depth at which the parser would exhaust Python's stack.
@@ -44,9 +46,7 @@ def _check(value: Any) -> None:
                 for key in item:
                     if problem := text_problem(key):
                         raise ParseError(f"A JSON key has {problem}.")
-                children = item.values()
-            else:
-                children = item
+            children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
         elif isinstance(item, str) and (problem := text_problem(item)):
             raise ParseError(f"A JSON value has {problem}.")
@@ -82,6 +82,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         return Response({"detail": "Not found."}, status=404)
     if isinstance(exc, DomainError):
         return Response({"detail": exc.message}, status=exc.status)
+    if isinstance(exc, DataError):
+        return Response({"detail": DATA_ERROR_MESSAGE}, status=400)
     if isinstance(exc, RequestDataTooBig):
         return Response({"detail": PayloadTooLarge.default_detail}, status=413)
     if is_outage(exc):
@@ -103,7 +105,7 @@ class Pagination(LimitOffsetPagination):
 def paginated(request: Any, items: Any, serializer: type[serializers.BaseSerializer]) -> Response:
     """One page of `items` (a queryset or a list) as `{count, next, previous, results}`."""
     pagination = Pagination()
-    page = pagination.paginate_queryset(items, request)
+    page: Any = pagination.paginate_queryset(items, request)
     return pagination.get_paginated_response(serializer(page, many=True).data)
 
 
@@ -125,3 +127,23 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
         503: "A backing service is restarting; retry after `Retry-After` seconds",
     }
     return {code: OpenApiResponse(ErrorOutput, description=described[code]) for code in codes}
+
+
+class TextField(serializers.CharField):
+    """A string and only a string: `{"content": 0}` is a 400, not the text "0".
+
+    Not blank by default, and at least one non-space character, which the schema says too
+    (minLength 1, pattern `\\S`), so what the schema allows the API accepts.
+    """
+
+    def __init__(self, *, empty_message: str = "This field may not be blank.", **kwargs: Any):
+        if not kwargs.get("allow_blank"):
+            kwargs.setdefault("min_length", 1)
+            kwargs.setdefault("validators", [RegexValidator(r"\S", empty_message)])
+            kwargs.setdefault("error_messages", {"blank": empty_message})
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))

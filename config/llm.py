@@ -16,6 +16,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, cast
 
+import httpx
 import openai
 from django.conf import settings
 
@@ -33,6 +34,12 @@ class LLMError(Exception):
 
 class LLMUnavailable(LLMError):
     message = "The assistant could not be reached. Please try again in a moment."
+
+
+class LLMStreamCut(LLMUnavailable):
+    """The endpoint answered, then the reply stream broke off before it finished."""
+
+    message = "The reply was cut off before it finished. Please retry."
 
 
 class LLMTimeout(LLMError):
@@ -215,14 +222,24 @@ async def stream_chat(
             if text or usage or choice.finish_reason:
                 yield StreamDelta(text=text, usage=usage, finish_reason=choice.finish_reason)
     except Exception as exc:
-        raise _translate(exc) from exc
+        raise _translate_mid_stream(exc) from exc
     finally:
         await stream.close()
     if not finished:
         # The stream ended without a finish reason: the connection was cut mid-reply.
-        raise LLMUnavailable(
-            "the reply stream ended early", message="The reply was cut off. Please retry."
-        )
+        raise LLMStreamCut("the reply stream ended early")
+
+
+def _translate_mid_stream(exc: Exception) -> LLMError:
+    """An error once the endpoint has answered: it was reached, so a broken connection is a
+    cut-off reply, not "could not be reached"."""
+    if isinstance(exc, httpx.TimeoutException):
+        return LLMTimeout(str(exc))
+    if isinstance(exc, httpx.TransportError) or (
+        isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
+    ):
+        return LLMStreamCut(f"{type(exc).__name__}: {exc}")
+    return _translate(exc)
 
 
 def count_tokens(text: str) -> int:

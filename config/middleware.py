@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.utils.deprecation import MiddlewareMixin
@@ -18,6 +18,7 @@ from config.errors import text_problem
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
+DATA_ERROR_MESSAGE = "A value in the request is out of range or not valid."
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
@@ -68,13 +69,17 @@ class BadInputMiddleware:
 
 
 class ServiceOutageMiddleware(MiddlewareMixin):
-    """Turn a database or Redis that is away (or a saturated pool) into 503 + Retry-After.
+    """Turn a database or Redis that is away (or a saturated pool) into 503 + Retry-After,
+    and a value the database refuses into a 400.
 
     A PostgreSQL restart closes every pooled connection and refuses new ones for a moment;
     Redis may restart too. The request is safe to retry, so the client is told when.
     """
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if isinstance(exc, DataError):
+            # A value the database cannot hold (an id past 2^63, say): the caller's input.
+            return refusal(request, DATA_ERROR_MESSAGE, 400)
         if not is_outage(exc):
             return None
         logger.warning("service unavailable for %s: %s", request.path, exc)

@@ -120,14 +120,13 @@ def upsert_entity(
 
 
 def update_entity(
-    *, user: Any, entity_id: int, attributes: dict[str, str], name: str | None = None
+    *, user: Any, entity_id: int, attributes: dict[str, str] | None, name: str | None = None
 ) -> Entity:
-    """The person's correction: replaces the attributes, history kept.
+    """The person's correction: replaces the attributes (None keeps them), history kept.
 
     Raises Entity.DoesNotExist for an entity that is not theirs, and EntityNameTaken (409)
     when another of their entities already has the new name.
     """
-    attributes = clean_attributes(attributes)
     try:
         return _update_entity(user=user, entity_id=entity_id, attributes=attributes, name=name)
     except IntegrityError:
@@ -136,10 +135,11 @@ def update_entity(
 
 
 def _update_entity(
-    *, user: Any, entity_id: int, attributes: dict[str, str], name: str | None
+    *, user: Any, entity_id: int, attributes: dict[str, str] | None, name: str | None
 ) -> Entity:
     with transaction.atomic():
         entity = Entity.objects.select_for_update().get(user=user, pk=entity_id)
+        attributes = clean_attributes(entity.attributes if attributes is None else attributes)
         if name and " ".join(name.split()) != entity.name:
             new_name = " ".join(name.split())[:120]
             clash = (

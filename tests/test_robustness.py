@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from django.db import connection
 from django.test import Client
 
+from accounts import tokens
 from chat import services as chat_services
 from chat.models import Conversation, Message
+from config import stack
+from config.celery import app as celery_app
 from memory import entities, services
 from memory.models import Entity, Memory
-from tests.factories import PASSWORD
+from tests.conftest import AsgiServer
+from tests.factories import PASSWORD, UserFactory
+from tests.fake_llm import FakeLLM
 
 pytestmark = pytest.mark.django_db
 
@@ -148,3 +159,203 @@ def test_invalid_json_is_400(client_500: Client) -> None:
 def test_a_conversation_id_that_is_not_mine_stays_404(client_500: Client) -> None:
     assert client_500.get("/chat/c/999999/").status_code == 404
     assert Conversation.objects.count() == 0
+
+
+# --- Faults: Redis away, PostgreSQL restarting, a model that hangs or cuts off ---
+
+
+@pytest.fixture
+def private_redis(settings: Any, tmp_path: Any) -> Iterator[stack.EmbeddedRedis]:
+    """A Redis of this test's own (cache and broker), so stopping it breaks no other test."""
+    redis = stack.EmbeddedRedis(tmp_path / "redis", persistent=False)
+    url = redis.start()
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": url}}
+    old_broker = celery_app.conf.broker_url
+    celery_app.conf.update(broker_url=url)
+    celery_app.pool.force_close_all()
+    try:
+        yield redis
+    finally:
+        redis.stop()
+        celery_app.conf.update(broker_url=old_broker)
+        celery_app.pool.force_close_all()
+
+
+def test_with_redis_stopped_a_message_is_still_sent_and_counted_in_process(
+    user: Any, client_500: Client, private_redis: stack.EmbeddedRedis, settings: Any
+) -> None:
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 2
+    conversation = chat_services.start_conversation(user=user)
+    private_redis.stop()
+
+    statuses = [
+        client_500.post(f"/chat/c/{conversation.pk}/send", {"content": f"Hi {n}"}).status_code
+        for n in range(3)
+    ]
+
+    # Fails open to a per-process limit: chat works, and the limit still holds here.
+    assert statuses == [200, 200, 429]
+    assert list(
+        Message.objects.filter(conversation=conversation, role="user").values_list(
+            "content", flat=True
+        )
+    ) == ["Hi 0", "Hi 1"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stream_whose_redis_stops_midway_still_ends_with_done_and_is_swept_later(
+    user: Any, fake_llm: FakeLLM, private_redis: stack.EmbeddedRedis
+) -> None:
+    conversation = chat_services.start_conversation(user=user)
+    message, reply = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content="Tell me a story"
+    )
+    pieces = [f"{n} " for n in range(12)]
+    fake_llm.reply("".join(pieces), tokens=pieces, delay=0.05)
+
+    async def stop_redis_after_the_first_token(tokens: list[str]) -> None:
+        if len(tokens) == 1:
+            await sync_to_async(private_redis.stop)()
+
+    tokens, final = _stream(user, reply.pk, on_token=stop_redis_after_the_first_token)
+
+    assert final is not None, "the stream ended with its done event"
+    assert final.status == Message.Status.COMPLETE
+    assert final.content == "".join(pieces) == "".join(tokens)
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.COMPLETE
+    # The extraction could not be queued: the beat's sweep finds the message and queues it.
+    swept = chat_services.unlearned_message_ids(older_than=timedelta(0), within=timedelta(hours=1))
+    assert message.pk in swept
+
+
+def test_stop_with_redis_away_still_stops_the_stream(
+    user: Any, fake_llm: FakeLLM, private_redis: stack.EmbeddedRedis
+) -> None:
+    conversation = chat_services.start_conversation(user=user)
+    _, reply = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content="Count"
+    )
+    private_redis.stop()
+    fake_llm.hang(20)
+
+    chat_services.request_stop(user=user, message_id=reply.pk)
+    _tokens, final = _stream(user, reply.pk)
+
+    assert final is not None
+    assert final.status == Message.Status.STOPPED
+
+
+def _stream(user: Any, message_id: int, *, on_token: Any = None) -> tuple[list[str], Any]:
+    async def collect() -> tuple[list[str], Any]:
+        tokens: list[str] = []
+        final = None
+        async for event in chat_services.stream_reply(user=user, message_id=message_id):
+            if event.kind == "token":
+                tokens.append(event.text)
+                if on_token is not None:
+                    await on_token(tokens)
+            else:
+                final = event.message
+        return tokens, final
+
+    return async_to_sync(collect)()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stop_is_seen_while_the_model_hangs_before_the_first_token(
+    user: Any, fake_llm: FakeLLM, settings: Any
+) -> None:
+    # Were the stop noticed only when a token arrives, this reply would fail at the read
+    # timeout instead (status FAILED, "took too long").
+    settings.LLM_READ_TIMEOUT = 30
+    conversation = chat_services.start_conversation(user=user)
+    _, reply = chat_services.send_message(user=user, conversation_id=conversation.pk, content="Hi")
+    fake_llm.hang(30)
+    stopper = threading.Timer(
+        0.5, lambda: chat_services.request_stop(user=user, message_id=reply.pk)
+    )
+    stopper.start()
+    try:
+        tokens, final = _stream(user, reply.pk)
+    finally:
+        stopper.cancel()
+
+    assert tokens == []
+    assert final is not None
+    assert final.status == Message.Status.STOPPED
+    assert final.error == ""
+    # The upstream request was closed, not left hanging.
+    assert fake_llm.wait_for_disconnects(1) or fake_llm.requests
+
+
+def test_stop_requested_before_the_stream_starts_ends_it_at_once(
+    user: Any, fake_llm: FakeLLM
+) -> None:
+    conversation = chat_services.start_conversation(user=user)
+    _, reply = chat_services.send_message(user=user, conversation_id=conversation.pk, content="Hi")
+    fake_llm.hang(30)
+
+    chat_services.request_stop(user=user, message_id=reply.pk)
+    tokens, final = _stream(user, reply.pk)
+
+    assert tokens == []
+    assert final is not None and final.status == Message.Status.STOPPED
+
+
+def test_a_stream_the_model_cuts_off_is_reported_as_cut_off(user: Any, fake_llm: FakeLLM) -> None:
+    conversation = chat_services.start_conversation(user=user)
+    _, reply = chat_services.send_message(user=user, conversation_id=conversation.pk, content="Go")
+    fake_llm.cut_stream(2, "One two three four.")
+
+    tokens, final = _stream(user, reply.pk)
+
+    assert tokens == ["One ", "two "]
+    assert final is not None and final.status == Message.Status.FAILED
+    assert final.content == "One two "
+    assert "cut off" in final.error
+    assert "could not be reached" not in final.error
+
+
+def _admin_sql(sql: str) -> None:
+    """Run SQL on a connection of its own (autocommit), as an operator restarting the server."""
+    import psycopg
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params["dbname"] = "postgres"
+    with psycopg.connect(**params, autocommit=True) as admin:
+        admin.execute(sql)
+
+
+def test_a_postgresql_restart_is_a_503_with_retry_after_then_the_app_serves_again(
+    asgi_server: AsgiServer,
+) -> None:
+    # A real server: the test client keeps one connection across requests, a server does not.
+    user: Any = UserFactory()
+    _token, text = tokens.create_token(user=user, name="test")
+    api = httpx.Client(
+        base_url=asgi_server.url, headers={"Authorization": f"Bearer {text}"}, timeout=30
+    )
+    assert api.get("/api/memories/").status_code == 200  # the pool holds a connection now
+    name = connection.settings_dict["NAME"]
+    with connection.cursor() as cursor:  # the test's own connection (it flushes the tables)
+        cursor.execute("SELECT pg_backend_pid()")
+        (own_pid,) = cursor.fetchone()
+
+    # What a restart does: every connection is cut, and new ones are refused for a while.
+    _admin_sql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+    try:
+        _admin_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid NOT IN (pg_backend_pid(), {own_pid})"
+        )
+        during = api.get("/api/memories/")
+    finally:
+        _admin_sql(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+
+    assert during.status_code == 503
+    assert during.headers["Retry-After"]
+    assert "retry" in during.json()["detail"]
+    after = api.get("/api/memories/")
+    assert after.status_code == 200
