@@ -1,16 +1,20 @@
-"""Account JSON API: erase the account (with the password), after a preview."""
+"""Account JSON API: erase the account (with the password), and personal API tokens."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import services
+from accounts import services, tokens
+from accounts.models import ApiToken
+from config.api import errors, paginated
+
+AUTH_ERRORS = (401, 403, 503)
 
 
 class AccountApi(APIView):
@@ -21,7 +25,20 @@ class AccountApi(APIView):
         erased_at = serializers.DateTimeField()
         counts = serializers.DictField(child=serializers.IntegerField())
 
-    @extend_schema(responses={200: dict}, description="What erasing the account would delete.")
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "AccountOutput",
+                {
+                    "email": serializers.EmailField(),
+                    "memory_enabled": serializers.BooleanField(),
+                    "erasure_preview": serializers.DictField(child=serializers.IntegerField()),
+                },
+            ),
+            **errors(*AUTH_ERRORS),
+        },
+        description="What erasing the account would delete.",
+    )
     def get(self, request: Request) -> Response:
         user: Any = request.user
         return Response(
@@ -31,7 +48,7 @@ class AccountApi(APIView):
 
     @extend_schema(
         request=EraseInput,
-        responses={200: ReceiptOutput},
+        responses={200: ReceiptOutput, **errors(400, 413, 415, *AUTH_ERRORS)},
         description="Erase the account and everything in it, in one transaction. Requires the "
         "password. Returns what was erased.",
     )
@@ -43,3 +60,51 @@ class AccountApi(APIView):
             return Response({"detail": "That password is not correct."}, status=400)
         receipt = services.erase_account(user=user, host=request.get_host())
         return Response({"erased_at": receipt.erased_at, "counts": receipt.counts})
+
+
+class TokenOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "prefix", "created_at", "last_used_at"]
+
+
+class TokenListApi(APIView):
+    class TokenCreateInput(serializers.Serializer):
+        name = serializers.CharField(max_length=100, min_length=1)
+
+    class TokenCreatedOutput(serializers.Serializer):
+        id = serializers.IntegerField()
+        name = serializers.CharField()
+        token = serializers.CharField(help_text="Shown this once; only its hash is kept.")
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(
+        responses={200: TokenOutput(many=True), **errors(400, *AUTH_ERRORS)},
+        description="Your personal API tokens (never the tokens themselves).",
+    )
+    def get(self, request: Request) -> Response:
+        return paginated(request, tokens.token_list(user=request.user), TokenOutput)
+
+    @extend_schema(
+        request=TokenCreateInput,
+        responses={201: TokenCreatedOutput, **errors(400, 413, 415, *AUTH_ERRORS)},
+        description="Create a token for `Authorization: Bearer <token>`. The token is in this "
+        "response only.",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.TokenCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        user: Any = request.user
+        token, text = tokens.create_token(user=user, name=data.validated_data["name"])
+        return Response(
+            {"id": token.pk, "name": token.name, "token": text, "created_at": token.created_at},
+            status=201,
+        )
+
+
+class TokenDetailApi(APIView):
+    @extend_schema(responses={204: None, **errors(404, *AUTH_ERRORS)}, description="Revoke.")
+    def delete(self, request: Request, token_id: int) -> Response:
+        user: Any = request.user
+        tokens.revoke_token(user=user, token_id=token_id)
+        return Response(status=204)

@@ -74,3 +74,32 @@ class ErasureReceipt(models.Model):
 
     def __str__(self) -> str:
         return f"erasure {self.subject_hash[:12]}… at {self.erased_at:%Y-%m-%d %H:%M}"
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def for_user(self, user: Any) -> ApiTokenQuerySet:
+        return self.filter(user=user)
+
+
+class ApiToken(models.Model):
+    """A personal API token: `Authorization: Bearer <token>` acts as its owner on the API.
+
+    Only a SHA-256 digest of the token is stored (a token is 256 random bits, so a fast hash
+    is enough: there is nothing to guess), plus its first characters to tell tokens apart.
+    The token itself is shown once, when it is created.
+    """
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -47,6 +47,7 @@ def subject_hash(email: str) -> str:
 # confirmation page (Django's default plurals would read "memorys", "users").
 ERASED_LABELS = {
     "accounts.User": "account",
+    "accounts.ApiToken": "API tokens",
     "chat.Conversation": "conversations",
     "chat.Message": "messages",
     "memory.Memory": "memories",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -15,6 +16,12 @@ from chat import selectors, services
 from chat.export import export_everything
 from chat.models import Conversation, Message
 from chat.views import reply_stream_events, streaming_response
+from config.api import Pagination, TextField, errors, paginated
+
+# Every operation may answer these: no credentials (401), a session without its CSRF token
+# (403), a database or Redis restarting (503, with Retry-After).
+AUTH_ERRORS = (401, 403, 503)
+BODY_ERRORS = (400, 413, 415)
 
 
 class ConversationOutput(serializers.ModelSerializer):
@@ -33,16 +40,21 @@ class MessageOutput(serializers.ModelSerializer):
 
 
 class ConversationListApi(APIView):
+    pagination_class = Pagination
+
     class ConversationCreateInput(serializers.Serializer):
-        title = serializers.CharField(max_length=120, required=False, allow_blank=True)
+        title = TextField(max_length=120, required=False, allow_blank=True)
         incognito = serializers.BooleanField(required=False, default=False)
 
-    @extend_schema(responses=ConversationOutput(many=True))
+    @extend_schema(responses={200: ConversationOutput(many=True), **errors(400, *AUTH_ERRORS)})
     def get(self, request: Request) -> Response:
         conversations = selectors.conversation_list(user=request.user)
-        return Response(ConversationOutput(conversations, many=True).data)
+        return paginated(request, conversations, ConversationOutput)
 
-    @extend_schema(request=ConversationCreateInput, responses={201: ConversationOutput})
+    @extend_schema(
+        request=ConversationCreateInput,
+        responses={201: ConversationOutput, **errors(*BODY_ERRORS, *AUTH_ERRORS)},
+    )
     def post(self, request: Request) -> Response:
         data = self.ConversationCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -52,48 +64,70 @@ class ConversationListApi(APIView):
 
 class ConversationDetailApi(APIView):
     class ConversationRenameInput(serializers.Serializer):
-        title = serializers.CharField(max_length=120)
+        title = TextField(max_length=120, required=False)
 
-    @extend_schema(responses=ConversationOutput)
+    @extend_schema(responses={200: ConversationOutput, **errors(404, *AUTH_ERRORS)})
     def get(self, request: Request, conversation_id: int) -> Response:
         conversation = selectors.conversation_for(
             user=request.user, conversation_id=conversation_id
         )
         return Response(ConversationOutput(conversation).data)
 
-    @extend_schema(request=ConversationRenameInput, responses=ConversationOutput)
+    @extend_schema(
+        request=ConversationRenameInput,
+        responses={200: ConversationOutput, **errors(*BODY_ERRORS, 404, *AUTH_ERRORS)},
+        description="Rename the conversation; without a title, nothing changes.",
+    )
     def patch(self, request: Request, conversation_id: int) -> Response:
         data = self.ConversationRenameInput(data=request.data)
         data.is_valid(raise_exception=True)
+        if "title" not in data.validated_data:
+            conversation = selectors.conversation_for(
+                user=request.user, conversation_id=conversation_id
+            )
+            return Response(ConversationOutput(conversation).data)
         conversation = services.rename_conversation(
             user=request.user, conversation_id=conversation_id, title=data.validated_data["title"]
         )
         return Response(ConversationOutput(conversation).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **errors(404, *AUTH_ERRORS)})
     def delete(self, request: Request, conversation_id: int) -> Response:
         services.delete_conversation(user=request.user, conversation_id=conversation_id)
         return Response(status=204)
 
 
 class MessageInput(serializers.Serializer):
-    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    content = TextField(
+        max_length=settings.CHAT_MAX_MESSAGE_CHARS,
+        empty_message="Type a message first.",
+        help_text="The message; leading and trailing spaces are dropped.",
+    )
+
+
+SEND_ERRORS = errors(*BODY_ERRORS, 404, 429, *AUTH_ERRORS)
 
 
 class MessageListApi(APIView):
+    pagination_class = Pagination
+
     class SendOutput(serializers.Serializer):
         message = MessageOutput()
         reply = MessageOutput()
 
-    @extend_schema(responses=MessageOutput(many=True))
+    @extend_schema(responses={200: MessageOutput(many=True), **errors(400, 404, *AUTH_ERRORS)})
     def get(self, request: Request, conversation_id: int) -> Response:
         selectors.conversation_for(user=request.user, conversation_id=conversation_id)
         messages = selectors.message_list(user=request.user, conversation_id=conversation_id)
-        return Response(MessageOutput(messages, many=True).data)
+        return paginated(request, messages, MessageOutput)
 
     @extend_schema(
         request=MessageInput,
-        responses={201: SendOutput, 502: OpenApiResponse(SendOutput, description="LLM failed")},
+        responses={
+            201: SendOutput,
+            502: OpenApiResponse(SendOutput, description="LLM failed"),
+            **SEND_ERRORS,
+        },
         description="Send a message and wait for the whole reply. The message is saved even "
         "when the LLM fails; the reply then has status `failed` and a readable `error`.",
     )
@@ -112,7 +146,10 @@ class MessageListApi(APIView):
 class MessageStreamApi(APIView):
     @extend_schema(
         request=MessageInput,
-        responses={(200, "text/event-stream"): OpenApiResponse(description="SSE stream")},
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(description="SSE stream"),
+            **SEND_ERRORS,
+        },
         description="Send a message and stream the reply as server-sent events: `token` events "
         "(`{text}`) then one `done` event with the saved reply (`{id, status, content, error}`).",
     )
@@ -132,7 +169,10 @@ class MessageStreamApi(APIView):
 
 class ExportApi(APIView):
     @extend_schema(
-        responses={200: OpenApiResponse(description="Everything Mnemo holds about you")},
+        responses={
+            200: OpenApiResponse(description="Everything Mnemo holds about you"),
+            **errors(*AUTH_ERRORS),
+        },
         description="Profile, memories with provenance and history, summaries, conversations "
         "with every message, and extraction runs, as one JSON document.",
     )

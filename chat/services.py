@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from chat import commands
 from chat.models import Conversation, Message
 from config import llm, model_class
 from config.errors import DomainError
+from config.middleware import is_outage
 from memory import embeddings as memory_embeddings
 from memory import extraction as memory_extraction
 from memory import privacy as memory_privacy
@@ -105,6 +107,33 @@ def tokens_used_today(*, user: Any) -> int:
     return (totals["prompt"] or 0) + (totals["completion"] or 0)
 
 
+# Per-process counters used only while Redis is away: {(key): count} for the current minutes.
+_local_counts: dict[str, int] = {}
+_local_lock = threading.Lock()
+
+
+def _count_send(key: str, minute: int) -> int:
+    """Count one send in this minute's window: in Redis, shared by every web process.
+
+    When Redis is away the limit fails *open* to a per-process count: chat keeps working
+    (its availability matters more than a few extra messages), and the limit still holds
+    within each process, so one client cannot flood the model either. The daily token budget
+    is counted in PostgreSQL and holds regardless.
+    """
+    try:
+        cache.add(key, 0, timeout=90)
+        return int(cache.incr(key))
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        logger.warning("rate limit: Redis unavailable, counting in this process (%s)", exc)
+    with _local_lock:
+        for old in [k for k in _local_counts if not k.endswith(f":{minute}")]:
+            del _local_counts[old]
+        _local_counts[key] = _local_counts.get(key, 0) + 1
+        return _local_counts[key]
+
+
 def check_limits(*, user: Any) -> None:
     """Raise RateLimited when the person sends too fast or spent today's token budget."""
     budget = settings.CHAT_DAILY_TOKEN_BUDGET
@@ -114,10 +143,10 @@ def check_limits(*, user: Any) -> None:
         )
     per_minute = settings.CHAT_RATE_LIMIT_PER_MINUTE
     if per_minute:
-        # A fixed one-minute window counted in Redis, shared by every web process.
-        key = f"{user_cache_prefix(user.pk)}chat:rate:{int(time.time() // 60)}"
-        cache.add(key, 0, timeout=90)
-        if cache.incr(key) > per_minute:
+        # A fixed one-minute window, shared by every web process.
+        minute = int(time.time() // 60)
+        key = f"{user_cache_prefix(user.pk)}chat:rate:{minute}"
+        if _count_send(key, minute) > per_minute:
             raise RateLimited(
                 f"You are sending messages too quickly (limit: {per_minute} a minute). "
                 "Please wait a moment."
@@ -327,15 +356,57 @@ class ReplyEvent:
     message: Message | None = None
 
 
+# How often a running stream looks for a stop request: the longest a stop waits.
+STOP_POLL_SECONDS = 0.25
+# Stop requests made in this process, for when Redis is away (a stream served by this
+# process still stops; one served by another process stops when Redis is back).
+_local_stops: set[str] = set()
+
+
 def stop_key(user_id: int, message_id: int) -> str:
     return f"{user_cache_prefix(user_id)}chat:stop:{message_id}"
 
 
 def request_stop(*, user: Any, message_id: int) -> None:
-    """Ask a streaming reply to stop; the stream keeps what came and ends as STOPPED."""
+    """Ask a streaming reply to stop; the stream keeps what came and ends as STOPPED.
+
+    Seen by the stream within STOP_POLL_SECONDS, even while the model sends nothing.
+    """
     if not Message.objects.for_user(user).filter(pk=message_id).exists():
         raise Message.DoesNotExist
-    cache.set(stop_key(user.pk, message_id), 1, timeout=300)
+    key = stop_key(user.pk, message_id)
+    _local_stops.add(key)
+    try:
+        cache.set(key, 1, timeout=300)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        logger.warning("stop %s: Redis unavailable, stopping in this process only", message_id)
+
+
+async def _stop_requested(key: str) -> None:
+    """Return once a stop was requested for the stream whose stop key is `key`."""
+    while True:
+        if key in _local_stops:
+            return
+        try:
+            if await cache.aget(key):
+                return
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            # Redis is away: the in-process flag above still works; look again shortly.
+        await asyncio.sleep(STOP_POLL_SECONDS)
+
+
+async def _clear_stop(key: str) -> None:
+    _local_stops.discard(key)
+    try:
+        await cache.adelete(key)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        # The key expires by itself (timeout=300); the stream still ends properly.
 
 
 def _claim(user: Any, message_id: int) -> Message:
@@ -416,7 +487,7 @@ def _after_reply(reply: Message) -> None:
     )
     # A memory command ("forget that I …") is not something to learn from.
     if user_message_id is not None and reply.model != commands.MODEL:
-        transaction.on_commit(lambda: tasks.extract_memories_task.delay(user_message_id))
+        transaction.on_commit(lambda: _enqueue(tasks.extract_memories_task, user_message_id))
     if reply.status != Message.Status.COMPLETE:
         return
     first_reply = (
@@ -431,7 +502,20 @@ def _after_reply(reply: Message) -> None:
     )
     if first_reply:
         conversation_id = reply.conversation_id
-        transaction.on_commit(lambda: tasks.generate_title_task.delay(conversation_id))
+        transaction.on_commit(lambda: _enqueue(tasks.generate_title_task, conversation_id))
+
+
+def _enqueue(task: Any, object_id: int) -> None:
+    """Queue a background task; with the broker away the turn still ends properly.
+
+    Nothing is lost: the beat's sweep (sweep_unlearned_messages_task) queues extractions
+    that never ran once the broker is back, and a missing generated title keeps the
+    provisional one.
+    """
+    try:
+        task.delay(object_id)
+    except Exception as exc:
+        logger.warning("could not queue %s(%s), left to the sweep: %s", task.name, object_id, exc)
 
 
 def _release_connections() -> None:
@@ -470,22 +554,37 @@ async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEven
             # last a minute, and holding a connection for it caps concurrent streams at the pool
             # size (measured by bench/chat.py). Saving the reply takes one again.
             await sync_to_async(_release_connections)()
-            next_stop_check = time.monotonic() + 0.25
             stream = llm.stream_chat(prompt.messages)
+            # The model is raced against a stop request, so a stop is seen within
+            # STOP_POLL_SECONDS even before the first token or while the model hangs.
+            stop_watch = asyncio.ensure_future(_stop_requested(stop_flag))
+            next_delta: asyncio.Future[llm.StreamDelta] | None = None
             try:
-                async for delta in stream:
+                while True:
+                    next_delta = asyncio.ensure_future(anext(stream))
+                    await asyncio.wait(
+                        {next_delta, stop_watch}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if not next_delta.done():
+                        break  # stopped: the pending upstream read is abandoned below
+                    try:
+                        delta = next_delta.result()
+                    except StopAsyncIteration:
+                        status = Message.Status.COMPLETE
+                        break
                     if delta.usage:
                         usage = delta.usage
                     if delta.text:
                         parts.append(delta.text)
                         yield ReplyEvent("token", text=delta.text)
-                    if time.monotonic() >= next_stop_check:
-                        next_stop_check = time.monotonic() + 0.25
-                        if await cache.aget(stop_flag):
-                            break
-                else:
-                    status = Message.Status.COMPLETE
+                    if stop_watch.done():
+                        break
             finally:
+                stop_watch.cancel()
+                if next_delta is not None and not next_delta.done():
+                    next_delta.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, llm.LLMError):
+                        await next_delta
                 await stream.aclose()  # closes the upstream HTTP stream, even on disconnect
     except llm.LLMError as exc:
         status, error = Message.Status.FAILED, exc.message
@@ -500,7 +599,7 @@ async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEven
         )
         with contextlib.suppress(asyncio.CancelledError):
             reply = await asyncio.shield(finish)
-        await cache.adelete(stop_flag)
+        await _clear_stop(stop_flag)
     yield ReplyEvent("done", message=reply)
 
 

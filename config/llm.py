@@ -36,6 +36,12 @@ class LLMUnavailable(LLMError):
     message = "The assistant could not be reached. Please try again in a moment."
 
 
+class LLMStreamCut(LLMUnavailable):
+    """The endpoint answered, then the reply stream broke off before it finished."""
+
+    message = "The reply was cut off before it finished. Please retry."
+
+
 class LLMTimeout(LLMError):
     message = "The assistant took too long to answer. Please try again."
 
@@ -261,14 +267,22 @@ async def stream_chat(
                 finished = finished or delta.finish_reason is not None
                 yield delta
     except Exception as exc:
-        raise _translate(_transport_error(exc, response)) from exc
+        raise _translate_mid_stream(_transport_error(exc, response)) from exc
     finally:
         await response_context.__aexit__(None, None, None)
     if not finished:
         # The stream ended without a finish reason: the connection was cut mid-reply.
-        raise LLMUnavailable(
-            "the reply stream ended early", message="The reply was cut off. Please retry."
-        )
+        raise LLMStreamCut("the reply stream ended early")
+
+
+def _translate_mid_stream(exc: Exception) -> LLMError:
+    """An error once the endpoint has answered: it was reached, so a broken connection is a
+    cut-off reply, not "could not be reached"."""
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMTimeout(str(exc))
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMStreamCut(f"{type(exc).__name__}: {exc}")
+    return _translate(exc)
 
 
 def _delta(chunk: dict[str, Any]) -> StreamDelta | None:

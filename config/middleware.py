@@ -1,26 +1,99 @@
-"""Middleware: a saturated database pool is a 503 to retry, not a 500."""
+"""Middleware: bad text is refused where it enters, and an outage is a 503 to retry, not a 500."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 
-from django.db import OperationalError
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.utils.deprecation import MiddlewareMixin
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from config.errors import text_problem
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+DATA_ERROR_MESSAGE = "A value in the request is out of range or not valid."
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-class DatabaseBusyMiddleware(MiddlewareMixin):
-    """Turn "no pooled connection within the timeout" into 503 + Retry-After."""
+def refusal(request: HttpRequest, message: str, status: int) -> HttpResponse:
+    """A 4xx/5xx with a message: JSON for the API, plain text (shown by the page) elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=status)
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
 
-    def __init__(self, get_response: Callable) -> None:
-        super().__init__(get_response)
+
+def _values(pairs: Iterable[tuple[str, list[str]]]) -> Iterable[str]:
+    for key, values in pairs:
+        yield key
+        yield from values
+
+
+class BadInputMiddleware:
+    """400 for a NUL byte or invalid text in any query or form field, 413 for a body too big.
+
+    PostgreSQL cannot store NUL in text and a lone surrogate cannot be encoded, so such a value
+    would fail deep inside a query; refusing it here covers every page and API view at once.
+    JSON bodies are checked by the API's parser (config.api.StrictJSONParser).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            problem = self._problem(request)
+        except RequestDataTooBig:
+            return refusal(request, "The request is too large.", 413)
+        except (TooManyFieldsSent, MultiPartParserError):
+            return refusal(request, "The form could not be read.", 400)
+        if problem:
+            return refusal(request, problem, 400)
+        return self.get_response(request)
+
+    def _problem(self, request: HttpRequest) -> str | None:
+        for value in _values(request.GET.lists()):
+            if problem := text_problem(value):
+                return f"The address has {problem}."
+        if request.method == "POST" and request.content_type in FORM_TYPES:
+            for value in _values(request.POST.lists()):
+                if problem := text_problem(value):
+                    return f"The form has {problem}. Remove it and send again."
+        return None
+
+
+class ServiceOutageMiddleware(MiddlewareMixin):
+    """Turn a database or Redis that is away (or a saturated pool) into 503 + Retry-After,
+    and a value the database refuses into a 400.
+
+    A PostgreSQL restart closes every pooled connection and refuses new ones for a moment;
+    Redis may restart too. The request is safe to retry, so the client is told when.
+    """
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(exc, OperationalError) and type(cause).__name__ == "PoolTimeout":
-            response = JsonResponse(
-                {"detail": "Mnemo is busy right now. Please retry in a few seconds."}, status=503
-            )
-            response["Retry-After"] = "5"
-            return response
-        return None
+        if isinstance(exc, DataError):
+            # A value the database cannot hold (an id past 2^63, say): the caller's input.
+            return refusal(request, DATA_ERROR_MESSAGE, 400)
+        if not is_outage(exc):
+            return None
+        logger.warning("service unavailable for %s: %s", request.path, exc)
+        response = refusal(
+            request, "Mnemo is busy or restarting. Please retry in a few seconds.", 503
+        )
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for an error that means a backing service is briefly unavailable."""
+    from django_redis.exceptions import ConnectionInterrupted
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionInterrupted)

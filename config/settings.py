@@ -60,6 +60,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before anything reads a field: NUL bytes and invalid text never reach a view or query.
+    "config.middleware.BadInputMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -67,7 +69,7 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
-    "config.middleware.DatabaseBusyMiddleware",
+    "config.middleware.ServiceOutageMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -94,6 +96,8 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Largest request body (forms and JSON) held in memory; larger ones are refused with 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_000_000)
 
 # --- Database ---
 
@@ -118,6 +122,9 @@ DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
     "max_size": env.int("DATABASE_POOL_MAX", default=20),
     "timeout": env.float("DATABASE_POOL_TIMEOUT", default=60.0),
 }
+# With the pool, a connection is checked as it leaves the pool (one round trip): after a
+# PostgreSQL restart, dead connections are replaced instead of failing the next requests.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # No ATOMIC_REQUESTS: an LLM call must never run inside a database transaction.
 
 # --- Redis: cache, rate limits, Celery broker ---
@@ -152,6 +159,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Queuing from a web request gives up quickly when the broker is away: the turn still ends
+# (its extraction is queued later by the sweep) instead of waiting on Redis.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=600)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_WORKER_SEND_TASK_EVENTS = False
@@ -264,9 +280,14 @@ ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="none
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = True
 ACCOUNT_SESSION_REMEMBER = True
 ACCOUNT_LOGOUT_ON_GET = False
+ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 # allauth counts attempts in the cache, i.e. in Redis, so the limits hold across processes.
+# Failed logins: at most LOGIN_FAILED_RATE_LIMIT per address (any accounts), and
+# LOGIN_FAILED_PER_ACCOUNT_LIMIT per address *and* account (accounts.adapter): a guesser is
+# stopped (429) without locking the owner out from their own address.
+LOGIN_FAILED_PER_ACCOUNT_LIMIT = env.str("LOGIN_FAILED_PER_ACCOUNT_LIMIT", default="5/5m")
 ACCOUNT_RATE_LIMITS = {
-    "login_failed": env.str("LOGIN_FAILED_RATE_LIMIT", default="10/m/ip,5/5m/key"),
+    "login_failed": env.str("LOGIN_FAILED_RATE_LIMIT", default="10/m/ip"),
     "signup": env.str("SIGNUP_RATE_LIMIT", default="20/m/ip"),
     "reset_password": "20/m/ip,5/m/key",
 }
@@ -312,13 +333,17 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # --- API ---
 
 REST_FRAMEWORK = {
+    # The browser's session, or a personal API token (`Authorization: Bearer mnemo_…`). No
+    # HTTP Basic: it would take a password on every request, outside the login throttling.
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.BasicAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # JSON only, parsed strictly (depth, NUL, size): what the schema documents, no more.
+    "DEFAULT_PARSER_CLASSES": ["config.api.StrictJSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api.exception_handler",
 }
@@ -331,6 +356,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Inputs and outputs are separate components, so a field's minLength is documented.
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Security (production) ---

@@ -14,6 +14,8 @@ from config.health import healthz
 urlpatterns = [
     path("", account_views.home, name="home"),
     path("healthz", healthz, name="healthz"),
+    # Before allauth's own: the same login view, answering 429 when guessing is throttled.
+    path("accounts/login/", account_views.LoginView.as_view(), name="account_login"),
     path("accounts/", include("allauth.urls")),
     path("account/", include("accounts.urls")),
     path("chat/", include("chat.urls")),
@@ -22,6 +24,8 @@ urlpatterns = [
     path("api/", include("chat.api_urls")),
     path("api/", include("memory.api_urls")),
     path("api/account/", account_api.AccountApi.as_view(), name="api-account"),
+    path("api/tokens/", account_api.TokenListApi.as_view(), name="api-tokens"),
+    path("api/tokens/<int:token_id>/", account_api.TokenDetailApi.as_view(), name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's init script as a file (?script): no inline script.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),

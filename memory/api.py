@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import services as account_services
+from config.api import Pagination, TextField, errors, paginated
 from memory import entities as entity_services
 from memory import selectors, services
 from memory.models import ConversationSummary, Entity, Memory, MemoryEvent
@@ -56,19 +58,30 @@ class SummaryOutput(serializers.ModelSerializer):
         ]
 
 
+# Every operation may answer these: no credentials (401), a session without its CSRF token
+# (403), a database or Redis restarting (503, with Retry-After).
+AUTH_ERRORS = (401, 403, 503)
+BODY_ERRORS = (400, 413, 415)
+
+
 class MemoryInput(serializers.Serializer):
-    # Lengths are checked by the service, so the API and the page give the same message.
-    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    content = TextField(
+        max_length=settings.MEMORY_MAX_CHARS,
+        trim_whitespace=False,
+        empty_message="A memory cannot be empty.",
+    )
     kind = serializers.ChoiceField(choices=Memory.Kind.choices, default=Memory.Kind.FACT)
 
 
 class MemoryListApi(APIView):
+    pagination_class = Pagination
+
     @extend_schema(
         parameters=[
             OpenApiParameter("q", str, description="Search by meaning and by words"),
             OpenApiParameter("kind", str, enum=list(Memory.Kind.values)),
         ],
-        responses=MemoryOutput(many=True),
+        responses={200: MemoryOutput(many=True), **errors(400, *AUTH_ERRORS)},
     )
     def get(self, request: Request) -> Response:
         query = request.query_params.get("q", "")
@@ -79,9 +92,11 @@ class MemoryListApi(APIView):
             memories: Any = selectors.memory_search(user=request.user, query=query, kind=kind)
         else:
             memories = selectors.memory_list(user=request.user, kind=kind)
-        return Response(MemoryOutput(memories, many=True).data)
+        return paginated(request, memories, MemoryOutput)
 
-    @extend_schema(request=MemoryInput, responses={201: MemoryOutput})
+    @extend_schema(
+        request=MemoryInput, responses={201: MemoryOutput, **errors(*BODY_ERRORS, *AUTH_ERRORS)}
+    )
     def post(self, request: Request) -> Response:
         data = MemoryInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -91,23 +106,33 @@ class MemoryListApi(APIView):
 
 class MemoryDetailApi(APIView):
     class MemoryUpdateInput(serializers.Serializer):
-        content = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False)
+        content = TextField(
+            max_length=settings.MEMORY_MAX_CHARS,
+            trim_whitespace=False,
+            required=False,
+            empty_message="A memory cannot be empty.",
+        )
         kind = serializers.ChoiceField(choices=Memory.Kind.choices, required=False)
         pinned = serializers.BooleanField(required=False)
 
-    @extend_schema(responses=MemoryOutput)
+    @extend_schema(responses={200: MemoryOutput, **errors(404, *AUTH_ERRORS)})
     def get(self, request: Request, memory_id: int) -> Response:
         return Response(
             MemoryOutput(selectors.memory_for(user=request.user, memory_id=memory_id)).data
         )
 
-    @extend_schema(request=MemoryUpdateInput, responses=MemoryOutput)
+    @extend_schema(
+        request=MemoryUpdateInput,
+        responses={200: MemoryOutput, **errors(*BODY_ERRORS, 404, *AUTH_ERRORS)},
+        description="Change any of content, kind and pinned; the others stay as they are.",
+    )
     def patch(self, request: Request, memory_id: int) -> Response:
         data = self.MemoryUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
         if not values:
-            return Response({"detail": "Give content, kind or pinned."}, status=400)
+            memory_now = selectors.memory_for(user=request.user, memory_id=memory_id)
+            return Response(MemoryOutput(memory_now).data)
         # No lookup first: a memory deleted meanwhile (or not theirs) makes the service raise
         # MemoryGone, a 404 whose message says what happened.
         memory: Memory | None = None
@@ -124,26 +149,38 @@ class MemoryDetailApi(APIView):
             )
         return Response(MemoryOutput(memory).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **errors(404, *AUTH_ERRORS)})
     def delete(self, request: Request, memory_id: int) -> Response:
         services.forget(user=request.user, memory_id=memory_id)
         return Response(status=204)
 
 
 class MemoryHistoryApi(APIView):
-    @extend_schema(responses=EventOutput(many=True))
+    pagination_class = Pagination
+
+    @extend_schema(
+        responses={200: EventOutput(many=True), **errors(400, 404, *AUTH_ERRORS)},
+        description="How the memory changed. A deleted memory is gone, with its history: 404.",
+    )
     def get(self, request: Request, memory_id: int) -> Response:
+        selectors.memory_for(user=request.user, memory_id=memory_id)  # 404 if not theirs or gone
         events = selectors.memory_history(user=request.user, memory_id=memory_id)
-        if not events.exists():
-            selectors.memory_for(user=request.user, memory_id=memory_id)  # 404 if not theirs
-        return Response(EventOutput(events, many=True).data)
+        return paginated(request, events, EventOutput)
 
 
 class ForgetAllApi(APIView):
     class ForgetAllInput(serializers.Serializer):
-        confirm = serializers.BooleanField()
+        confirm = serializers.ChoiceField(
+            choices=[(True, "true")], help_text="Must be true: forgetting cannot be undone."
+        )
 
-    @extend_schema(request=ForgetAllInput, responses={200: None})
+    @extend_schema(
+        request=ForgetAllInput,
+        responses={
+            200: inline_serializer("ForgetAllOutput", {"deleted": serializers.IntegerField()}),
+            **errors(*BODY_ERRORS, *AUTH_ERRORS),
+        },
+    )
     def post(self, request: Request) -> Response:
         data = self.ForgetAllInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -153,13 +190,15 @@ class ForgetAllApi(APIView):
 
 
 class SummaryListApi(APIView):
-    @extend_schema(responses=SummaryOutput(many=True))
+    pagination_class = Pagination
+
+    @extend_schema(responses={200: SummaryOutput(many=True), **errors(400, *AUTH_ERRORS)})
     def get(self, request: Request) -> Response:
-        return Response(SummaryOutput(selectors.summary_list(user=request.user), many=True).data)
+        return paginated(request, selectors.summary_list(user=request.user), SummaryOutput)
 
 
 class SummaryDetailApi(APIView):
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **errors(404, *AUTH_ERRORS)})
     def delete(self, request: Request, summary_id: int) -> Response:
         services.delete_summary(user=request.user, summary_id=summary_id)
         return Response(status=204)
@@ -169,12 +208,15 @@ class MemorySettingsApi(APIView):
     class MemorySettings(serializers.Serializer):
         memory_enabled = serializers.BooleanField()
 
-    @extend_schema(responses=MemorySettings)
+    @extend_schema(responses={200: MemorySettings, **errors(*AUTH_ERRORS)})
     def get(self, request: Request) -> Response:
         user: Any = request.user
         return Response({"memory_enabled": user.memory_enabled})
 
-    @extend_schema(request=MemorySettings, responses=MemorySettings)
+    @extend_schema(
+        request=MemorySettings,
+        responses={200: MemorySettings, **errors(*BODY_ERRORS, *AUTH_ERRORS)},
+    )
     def put(self, request: Request) -> Response:
         data = self.MemorySettings(data=request.data)
         data.is_valid(raise_exception=True)
@@ -192,17 +234,28 @@ class EntityOutput(serializers.ModelSerializer):
 
 
 class EntityListApi(APIView):
-    @extend_schema(responses=EntityOutput(many=True))
+    pagination_class = Pagination
+
+    @extend_schema(responses={200: EntityOutput(many=True), **errors(400, *AUTH_ERRORS)})
     def get(self, request: Request) -> Response:
-        return Response(EntityOutput(selectors.entity_list(user=request.user), many=True).data)
+        return paginated(request, selectors.entity_list(user=request.user), EntityOutput)
 
 
 class EntityDetailApi(APIView):
     class EntityUpdateInput(serializers.Serializer):
-        name = serializers.CharField(max_length=120, required=False)
-        attributes = serializers.DictField(child=serializers.CharField(max_length=300))
+        name = TextField(max_length=120, required=False)
+        attributes = serializers.DictField(
+            child=TextField(max_length=300),
+            required=False,
+            help_text="Replaces every attribute; leave it out to keep them.",
+        )
 
-    @extend_schema(request=EntityUpdateInput, responses=EntityOutput)
+    @extend_schema(
+        request=EntityUpdateInput,
+        responses={200: EntityOutput, **errors(*BODY_ERRORS, 404, 409, *AUTH_ERRORS)},
+        description="Rename the entity or replace its attributes. Another of your entities "
+        "with the same name is a 409 that names it.",
+    )
     def patch(self, request: Request, entity_id: int) -> Response:
         data = self.EntityUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -210,11 +263,11 @@ class EntityDetailApi(APIView):
             user=request.user,
             entity_id=entity_id,
             name=data.validated_data.get("name"),
-            attributes=data.validated_data["attributes"],
+            attributes=data.validated_data.get("attributes"),
         )
         return Response(EntityOutput(entity).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, **errors(404, *AUTH_ERRORS)})
     def delete(self, request: Request, entity_id: int) -> Response:
         entity_services.delete_entity(user=request.user, entity_id=entity_id)
         return Response(status=204)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from config.errors import DomainError
+from config.errors import Conflict, DomainError
 from memory import privacy
 from memory.models import Entity, EntityEvent, MemoryEvent
 
@@ -21,6 +21,10 @@ class InvalidEntity(DomainError):
     """A name or attribute Mnemo will not keep (a secret, an order to the assistant)."""
 
     status = 400
+
+
+class EntityNameTaken(Conflict):
+    """Another of the person's entities already has that name (names are unique per person)."""
 
 
 _WORD_RE = re.compile(r"[\w'-]+", re.UNICODE)
@@ -141,18 +145,43 @@ def upsert_entity(
 
 
 def update_entity(
-    *, user: Any, entity_id: int, attributes: dict[str, str], name: str | None = None
+    *, user: Any, entity_id: int, attributes: dict[str, str] | None, name: str | None = None
 ) -> Entity:
-    """The person's correction: replaces the attributes, history kept.
+    """The person's correction: replaces the attributes (None keeps them), history kept.
 
-    Raises Entity.DoesNotExist for an entity that is not theirs, InvalidEntity for a secret.
+    Raises Entity.DoesNotExist for an entity that is not theirs, InvalidEntity for a secret,
+    and EntityNameTaken (409) when another of their entities already has the new name.
     """
-    attributes = clean_attributes(attributes)
-    _check(" ".join(name.split()) if name else None, attributes)
+    _check(
+        " ".join(name.split()) if name else None,
+        clean_attributes(attributes) if attributes is not None else {},
+    )
+    try:
+        return _update_entity(user=user, entity_id=entity_id, attributes=attributes, name=name)
+    except IntegrityError:
+        # Renamed concurrently to the same name as another: the same clash, found late.
+        raise EntityNameTaken(f"You already have an entity named “{name}”.") from None
+
+
+def _update_entity(
+    *, user: Any, entity_id: int, attributes: dict[str, str] | None, name: str | None
+) -> Entity:
     with transaction.atomic():
         entity = Entity.objects.select_for_update().get(user=user, pk=entity_id)
+        attributes = clean_attributes(entity.attributes if attributes is None else attributes)
         if name and " ".join(name.split()) != entity.name:
             new_name = " ".join(name.split())[:120]
+            clash = (
+                Entity.objects.filter(user=user, key=entity_key(new_name))
+                .exclude(pk=entity.pk)
+                .values_list("name", flat=True)
+                .first()
+            )
+            if clash is not None:
+                raise EntityNameTaken(
+                    f"You already have an entity named “{clash}”. Choose another name, or "
+                    "delete one of the two."
+                )
             _event(
                 entity,
                 "updated",

@@ -178,7 +178,10 @@ def learned(request: HttpRequest) -> HttpResponse:
     raw = request.GET.get("message", "")
     if not raw.isdigit():
         return HttpResponse(status=400, content="Give ?message=<id>.")
-    attempt = int(request.GET.get("attempt", "0") or 0)
+    attempt_raw = request.GET.get("attempt", "") or "0"
+    if not attempt_raw.isdigit() or len(attempt_raw) > 4:
+        return HttpResponse(status=400, content="attempt must be a small whole number.")
+    attempt = int(attempt_raw)
     run, memories = selectors.learned_from(user=request.user, source_message_id=int(raw))
     return render(
         request,
@@ -221,6 +224,9 @@ def edit_entity(request: HttpRequest, entity_id: int) -> HttpResponse:
         entity = selectors.entity_for(user=request.user, entity_id=entity_id)
     except Entity.DoesNotExist:
         raise Http404("No such entity.") from None
+    except entity_services.EntityNameTaken as exc:
+        # Nothing typed is lost: the form stays as it is, the message goes in its error slot.
+        return _error(request, exc, f"#entity-{entity_id} .form-error")
     mode = "view" if request.GET.get("mode") == "view" else "edit"
     return render(request, f"{TEMPLATE}#entity-item", {"entity": entity, "mode": mode})
 

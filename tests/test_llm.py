@@ -208,7 +208,7 @@ def test_stream_chat_never_retries(fake_llm: FakeLLM, settings: Any) -> None:
     assert fake_llm.pending() == 1
 
 
-def test_a_stream_cut_midway_raises_unavailable_after_the_first_tokens(
+def test_a_stream_cut_midway_is_reported_as_cut_off_not_unreachable(
     fake_llm: FakeLLM,
 ) -> None:
     fake_llm.cut_stream(3, "One two three four five.")
@@ -216,7 +216,9 @@ def test_a_stream_cut_midway_raises_unavailable_after_the_first_tokens(
     deltas, error = _stream()
 
     assert [d.text for d in deltas] == ["One ", "two ", "three "]
-    assert isinstance(error, llm.LLMUnavailable)
+    assert isinstance(error, llm.LLMStreamCut)
+    assert "cut off" in error.message
+    assert "could not be reached" not in error.message
 
 
 def test_stream_chat_raises_timeout_when_the_server_hangs(fake_llm: FakeLLM, settings: Any) -> None:

@@ -73,8 +73,8 @@ def test_list_conversations_returns_only_mine_newest_first(
     response = user_client.get(_url())
 
     assert response.status_code == 200
-    assert [c["id"] for c in response.json()] == [newer.pk, older.pk]
-    assert response.json()[0]["title"] == "Newer"
+    assert [c["id"] for c in response.json()["results"]] == [newer.pk, older.pk]
+    assert response.json()["results"][0]["title"] == "Newer"
 
 
 def test_create_conversation_returns_201_with_the_conversation(
@@ -159,7 +159,7 @@ def test_list_messages_returns_the_conversation_in_order(user: Any, user_client:
     response = user_client.get(_url(conversation.pk, "messages/"))
 
     assert response.status_code == 200
-    body = response.json()
+    body = response.json()["results"]
     assert [m["id"] for m in body] == [message.pk, reply.pk]
     assert body[0]["role"] == "user"
     assert body[0]["content"] == "Hello"
@@ -270,7 +270,7 @@ def test_an_empty_message_is_a_400_with_a_detail(
     )
 
     assert response.status_code == 400
-    assert response.json() == {"detail": "Type a message first."}
+    assert response.json() == {"content": ["Type a message first."]}
     assert not Message.objects.exists()
     assert fake_llm.chat_requests == []
 
@@ -421,7 +421,7 @@ ALL_ENDPOINTS = [("get", None, None), ("post", None, {"title": "x"}), *CONVERSAT
 
 
 @pytest.mark.parametrize(("method", "suffix", "body"), ALL_ENDPOINTS)
-def test_every_endpoint_refuses_an_anonymous_caller_with_403(
+def test_every_endpoint_refuses_an_anonymous_caller_with_401(
     user: Any,
     fake_llm: FakeLLM,
     method: str,
@@ -435,7 +435,7 @@ def test_every_endpoint_refuses_an_anonymous_caller_with_403(
 
     response = _call(Client(), method, url, body)
 
-    assert response.status_code == 403
+    assert response.status_code == 401
     assert "detail" in response.json()
     assert Conversation.objects.get().title == "Mine"
     assert list(Message.objects.order_by("pk").values()) == before
@@ -495,7 +495,7 @@ def test_a_second_signed_in_person_sees_only_their_own_data(user: Any, user_clie
 
     created = second_client.post(_url(), {"title": "Theirs"}, content_type=JSON).json()
 
-    assert [c["title"] for c in user_client.get(_url()).json()] == ["Mine"]
-    assert [c["title"] for c in second_client.get(_url()).json()] == ["Theirs"]
+    assert [c["title"] for c in user_client.get(_url()).json()["results"]] == ["Mine"]
+    assert [c["title"] for c in second_client.get(_url()).json()["results"]] == ["Theirs"]
     assert second_client.get(_url(mine.pk)).status_code == 404
     assert user_client.get(_url(created["id"])).status_code == 404
