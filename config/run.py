@@ -40,6 +40,8 @@ def web_concurrency() -> int:
     """Web processes: WEB_CONCURRENCY, else one per core (a process uses one core)."""
     configured = os.environ.get("WEB_CONCURRENCY", "").strip()
     if configured:
+        if not configured.isdigit():
+            raise SystemExit(f"WEB_CONCURRENCY must be a whole number, not {configured!r}")
         return max(1, int(configured))
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
@@ -222,7 +224,7 @@ class Supervisor:
         self.children.append(child)
         return child
 
-    def start_app(self, host: str, port: int) -> None:
+    def start_app(self, host: str, port: int, workers: int) -> None:
         log("applying migrations …")
         self.manage("migrate", "--noinput", "-v", "0")
         # Worker and beat log to files under the data folder: the terminal keeps the URL,
@@ -239,7 +241,6 @@ class Supervisor:
              "-s", str(self.root / "celerybeat-schedule")],
             self.root / "beat.log",
         )  # fmt: skip
-        workers = web_concurrency()
         log(f"starting the web server ({workers} process{'es' if workers > 1 else ''}) …")
         # Django has no ASGI lifespan support: off, uvicorn does not warn about it.
         web = self.add(
@@ -307,6 +308,7 @@ class Supervisor:
 def main() -> int:
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "8000"))
+    workers = web_concurrency()
     supervisor = Supervisor()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -319,7 +321,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         supervisor.start_services()
-        supervisor.start_app(host, port)
+        supervisor.start_app(host, port, workers)
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"  # noqa: S104
         healthy = supervisor.wait_until_healthy(url)
         state = "up" if healthy else "started, not healthy yet"

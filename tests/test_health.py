@@ -125,3 +125,12 @@ def test_healthz_is_503_when_redis_stops(
     finally:
         redis.stop()
         celery_app.conf.update(broker_url=old_broker)
+
+
+@pytest.mark.django_db
+def test_a_503_is_an_answer_not_an_error_line_in_the_log(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="django.request"):
+        assert client.get("/healthz").status_code == 503  # no worker in this test
+    assert not [r for r in caplog.records if r.name == "django.request"]

@@ -269,3 +269,32 @@ def test_list_models_raises_unavailable_when_no_base_url_is_set(settings: Any) -
 
     with pytest.raises(llm.LLMUnavailable):
         llm.list_models()
+
+
+# --- chat and background endpoints ---
+
+
+def test_background_work_goes_to_its_own_endpoint_and_chat_stays_on_the_chat_one(
+    fake_llm: FakeLLM, settings: Any
+) -> None:
+    with FakeLLM() as background:
+        settings.LLM_BACKGROUND_BASE_URL = background.base_url
+        background.reply("A title")
+        fake_llm.reply("Hello from chat.")
+
+        assert llm.complete(PROMPT) == "A title"
+        deltas, error = _stream()
+
+        assert error is None
+        assert "".join(d.text for d in deltas) == "Hello from chat."
+        assert len(background.chat_requests) == 1
+        assert len(fake_llm.chat_requests) == 1 and fake_llm.chat_requests[0]["stream"] is True
+
+
+def test_without_a_background_endpoint_background_work_uses_the_chat_one(
+    fake_llm: FakeLLM, settings: Any
+) -> None:
+    settings.LLM_BACKGROUND_BASE_URL = ""
+    fake_llm.reply("A title")
+    assert llm.complete(PROMPT) == "A title"
+    assert len(fake_llm.chat_requests) == 1
