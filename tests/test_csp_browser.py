@@ -9,6 +9,7 @@ from playwright.sync_api import expect
 
 from chat.models import Conversation, Message
 from memory.models import Memory
+from tests.conftest import screenshot
 from tests.factories import PASSWORD, UserFactory
 from tests.memory.test_browser import _fill_for_screenshots
 
@@ -123,7 +124,12 @@ def test_every_page_passes_the_content_security_policy(page: Any, user: Any) -> 
     watcher.visit("/account/erase")
     watcher.visit("/accounts/password/change/")
     watcher.visit("/accounts/email/")
-    watcher.visit("/api/docs/", act=lambda page: page.wait_for_selector(".opblock", timeout=15_000))
+
+    def read_api_docs(page: Any) -> None:
+        page.wait_for_selector(".opblock", timeout=15_000)  # Swagger UI rendered the schema
+        screenshot(page, "api-docs")
+
+    watcher.visit("/api/docs/", act=read_api_docs)
 
     # The erased page is the answer to the erase form.
     page.goto("/account/erase")

@@ -28,6 +28,7 @@ from django_redis import get_redis_connection
 
 from accounts import services as account_services
 from accounts.models import ErasureReceipt, User
+from accounts.templatetags.ui_tags import noun
 from chat import services as chat_services
 from chat.models import Conversation, Message
 from chat.tasks import extract_memories_task
@@ -331,7 +332,8 @@ def test_erasure_leaves_no_trace_in_any_table_or_redis_key_and_queued_tasks_do_n
     html = response.content.decode()
     assert "Your account is erased" in html
     for label, count in receipt.counts.items():
-        assert f"<strong>{count}</strong> {label}" in html
+        # Counted in words: "1 session", "4 messages".
+        assert f"<strong>{count}</strong> {noun(label, count)}" in html
     assert receipt.counts["messages"] == preview["messages"] == 4
     assert receipt.counts["memories"] == preview["memories"]
     assert receipt.counts["conversations"] == 1

@@ -224,6 +224,11 @@ def test_a_refused_send_at_phone_width_shows_its_message(page: Any, user: Any) -
     assert error_box is not None and error_box["y"] + error_box["height"] <= 844
     screenshot(page, "chat-refused-phone")
 
+    # The unsent text also survives a reload of the tab.
+    page.reload()
+    page.wait_for_load_state("load")
+    assert len(page.get_by_label("Message").input_value()) == 8100
+
 
 def test_the_chat_is_an_app_only_the_message_pane_scrolls(
     page: Any, user: Any, fake_llm: FakeLLM
