@@ -647,21 +647,25 @@ def _record(
             # what we wrote) or has already removed them (and we write nothing).
             if not get_user_model().objects.select_for_update().filter(pk=user.pk).exists():
                 return None
-            run = ExtractionRun.objects.create(
-                user_id=user.pk, source_message_id=source_message_id, status=status
-            )
             for plan in plans:
                 _apply(user, plan, outcome, source_message_id, source_conversation_id, excerpt)
             for candidate in entities or []:
                 _apply_entity(user, candidate, outcome, source_message_id)
-            run.candidates = outcome.candidates
-            run.added = len(outcome.added)
-            run.updated = len(outcome.updated)
-            run.deleted = len(outcome.deleted)
-            run.unchanged = len(outcome.unchanged)
-            run.rejected = len(outcome.rejected)
-            run.llm_calls = outcome.llm_calls
-            run.save()
+            # The run goes in last, with its counts: one INSERT instead of an INSERT and an
+            # UPDATE. Its unique key still makes a second delivery fail here, after waiting
+            # for the person's lock, and everything it wrote is rolled back.
+            run = ExtractionRun.objects.create(
+                user_id=user.pk,
+                source_message_id=source_message_id,
+                status=status,
+                candidates=outcome.candidates,
+                added=len(outcome.added),
+                updated=len(outcome.updated),
+                deleted=len(outcome.deleted),
+                unchanged=len(outcome.unchanged),
+                rejected=len(outcome.rejected),
+                llm_calls=outcome.llm_calls,
+            )
     except IntegrityError:
         # Another delivery of the same task finished first: its result stands.
         return None
