@@ -779,7 +779,9 @@ def main() -> None:
         help="skip the checks (no floor, numpy cosine) and the ablation",
     )
     parser.add_argument(
-        "--stores", default=",".join(STORES), help=f"comma-separated, of: {', '.join(STORES)}"
+        "--stores",
+        default="|".join(STORES),
+        help=f"separated by '|' (store names hold commas), of: {' | '.join(STORES)}",
     )
     args = parser.parse_args()
     common.bootstrap()
@@ -871,7 +873,7 @@ def main() -> None:
         print(f"recall weights (memory.services.WEIGHTS): {WEIGHTS}")
         results: list[Result] = []
         checks: list[Result] = []
-        stores = [store for store in STORES if store in args.stores.split(",")]
+        stores = [store for store in STORES if store in args.stores.split("|")]
         for store in stores:
             results.append(run(store, "hybrid", hybrid))
             results.append(run(store, "vector", vector_only))

@@ -1,12 +1,14 @@
 """Benchmark of recall, the hot path's one SQL query, and of exact scan versus a global HNSW index.
 
-Run: `.venv/bin/python bench/recall.py [--reseed]` from the repository root. It starts an
-embedded PostgreSQL in `<data dir>/bench-recall/pg` (unless DATABASE_URL is set) and keeps
-two seeded databases there between runs (seeding is skipped when the row counts and the
-data version written on the database match; --reseed forces it):
+Run: `.venv/bin/python bench/recall.py [--users 100|1000] [--hnsw none|100k|auto|1m]
+[--reseed]` from the repository root. It starts an embedded PostgreSQL in
+`<data dir>/bench-recall/pg` (unless DATABASE_URL is set) and keeps two seeded databases
+there between runs (seeding is skipped when the row counts and the data version written on
+the database match; --reseed forces it):
 
-- `recall_10u`:    10 users x 1,000 memories + one user with 10 + one with 10,000  (20,010 rows)
-- `recall_1000u`: 1,000 users x 1,000 memories + the same two users          (1,010,010 rows)
+- `recall_10u`:   10 users x 1,000 memories + one user with 10 + one with 10,000  (20,010 rows)
+- `recall_<N>u`:  N users x 1,000 memories + the same two users: --users 100 (the default,
+                  110,010 rows) or 1000 (1,010,010 rows; seeding takes several minutes)
 
 Memories are synthetic: 384-d unit vectors around 128 shared topics (each user talks about
 32 of them, so a topic is shared by a quarter of the users, as people talk about the same
@@ -17,16 +19,20 @@ binary COPY. Then it reports:
 
 1. recall() latency p50/p95/p99 (200 queries after 20 warm-up) for a user with 10, 1,000
    (a random user each query) and 10,000 memories, with the query vector given and with
-   recall embedding the text (local MiniLM), on both databases;
-2. at 1M rows, the overlap of recall's vector top 5 (the rows of the statement recall()
-   itself runs, intercepted, with vector_rank <= 5) with an exact brute-force top 5
-   computed in numpy over the same user's rows (200 queries);
+   recall embedding the text (local MiniLM), on both databases, next to the exact-scan
+   floor (a bare `SELECT id FROM memory_memory WHERE user_id = %s ORDER BY embedding <=> q
+   LIMIT k` over the same person's rows, alternating with recall query by query) and the
+   ratio of recall's p50 and p95 to the floor's;
+2. on the larger database, the overlap of recall's vector top 5 (the `vector_top` CTE of
+   recall's own statement, with the parameters recall() builds) with an exact brute-force
+   top 5 computed in numpy over the same user's rows (200 queries);
 3. the same overlap and the latency of a global HNSW index (pgvector, cosine, m=16,
    ef_construction=64) on a copy of the table, queried `WHERE user_id = X ORDER BY
    embedding <=> q LIMIT 5` with hnsw.iterative_scan off, relaxed_order and strict_order;
    built on 100 users x 1,000 (100k rows), then tried on all 1M rows with CREATE INDEX
-   cancelled after 10 minutes (unbounded with --hnsw=1m, skipped with --hnsw=100k). The
-   copy is dropped at the end, so the databases are left as the app expects.
+   cancelled after 10 minutes (unbounded with --hnsw=1m, skipped with --hnsw=100k; the
+   whole comparison is skipped with --hnsw=none, the default). The copy is dropped at the
+   end, so the databases are left as the app expects.
 
 Index use is read from pg_stat_user_indexes (idx_scan deltas), not only from EXPLAIN.
 Prints numbers; asserts nothing about time. Stops the PostgreSQL it started.
