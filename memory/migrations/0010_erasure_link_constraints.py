@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("memory", "0006_drop_redundant_user_kind_index"),
+        ("memory", "0009_recall_keys"),
     ]
 
     operations = [

@@ -5,8 +5,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0003_recall_record"),
-        ("memory", "0007_erasure_link_constraints"),
+        ("chat", "0004_trust_message_learnable"),
+        ("memory", "0010_erasure_link_constraints"),
     ]
 
     operations = [

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("memory", "0007_recall_tokens_happened_at"),
+        ("memory", "0008_recall_tokens_happened_at"),
     ]
 
     # A generated column's expression cannot be altered in place: drop it and add it again

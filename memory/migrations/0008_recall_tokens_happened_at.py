@@ -7,7 +7,7 @@ import memory.models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("memory", "0006_drop_redundant_user_kind_index"),
+        ("memory", "0007_trust_source_deleted"),
     ]
 
     operations = [
