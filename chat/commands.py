@@ -118,8 +118,11 @@ def _forget(*, user: Any, what: str, incognito: bool) -> CommandReply:
             f"You can browse everything [on your memory page]({_memory_page()})."
         )
     memory_services.forget(user=user, memory_id=match.pk)
+    # The reply names the memory by kind and date, never by its words: it is kept in the
+    # transcript, and forgetting must leave no copy of the text behind.
     return CommandReply(
-        f"Done. I forgot: “{match.content}”\n\n"
+        f"Done. I forgot the closest match: a {match.get_kind_display().lower()} memory from "
+        f"{match.created_at:%-d %B %Y}.\n\n"
         f"If that was the wrong one, you can add it back [on your memory page]({_memory_page()})."
     )
 
