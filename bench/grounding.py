@@ -170,8 +170,10 @@ def ask(
     async def collect() -> str:
         parts = []
         # The chat's own temperature unless --temperature asks "what if" (not the chat's path).
-        options = {} if temperature is None else {"temperature": temperature}
-        stream = llm.stream_chat(prompt.messages, **options)
+        if temperature is None:
+            stream = llm.stream_chat(prompt.messages)
+        else:
+            stream = llm.stream_chat(prompt.messages, temperature=temperature)
         try:
             async for delta in stream:
                 parts.append(delta.text or "")
