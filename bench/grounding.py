@@ -149,7 +149,9 @@ def seed_person(user: Any) -> None:
             services.update_memory(user=user, memory_id=memory.pk, content=content)
 
 
-def ask(user: Any, question: str) -> tuple[str, list[dict[str, str]]]:
+def ask(
+    user: Any, question: str, temperature: float | None = None
+) -> tuple[str, list[dict[str, str]]]:
     """One question in a new conversation, through the real prompt assembly and the model."""
     from chat import services as chat_services
     from chat.models import Message
@@ -167,7 +169,11 @@ def ask(user: Any, question: str) -> tuple[str, list[dict[str, str]]]:
 
     async def collect() -> str:
         parts = []
-        stream = llm.stream_chat(prompt.messages)
+        # The chat's own temperature unless --temperature asks "what if" (not the chat's path).
+        if temperature is None:
+            stream = llm.stream_chat(prompt.messages)
+        else:
+            stream = llm.stream_chat(prompt.messages, temperature=temperature)
         try:
             async for delta in stream:
                 parts.append(delta.text or "")
@@ -178,7 +184,9 @@ def ask(user: Any, question: str) -> tuple[str, list[dict[str, str]]]:
     return asyncio.run(collect()), prompt.messages
 
 
-def run_layout(user: Any, layout: str, repeat: int, verbose: bool) -> Tally:
+def run_layout(
+    user: Any, layout: str, repeat: int, verbose: bool, temperature: float | None = None
+) -> Tally:
     from django.conf import settings
 
     settings.LLM_PROMPT_LAYOUT = layout
@@ -186,7 +194,7 @@ def run_layout(user: Any, layout: str, repeat: int, verbose: bool) -> Tally:
     started = time.perf_counter()
     for round_ in range(repeat):
         for question in QUESTIONS:
-            text, messages = ask(user, question.text)
+            text, messages = ask(user, question.text, temperature)
             if question.expect:
                 tally.answerable += 1
                 ok = grounded(text, question)
@@ -217,6 +225,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--base-url", default=os.environ.get("LLM_BASE_URL", ""))
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--temperature", type=float, help="what if the chat sampled at this temperature"
+    )
     args = parser.parse_args()
     common.bootstrap()
     from config import stack
@@ -259,12 +270,13 @@ def main() -> None:
         print(
             f"model {settings.LLM_CHAT_MODEL} at {settings.LLM_BASE_URL} "
             f"({'started here' if server else 'given'}); {len(MEMORIES)} memories, "
-            f"{len(QUESTIONS)} questions x {args.repeat}; "
+            f"{len(QUESTIONS)} questions x {args.repeat}; temperature "
+            f"{args.temperature if args.temperature is not None else 'as the chat'}; "
             f"setup {time.perf_counter() - started:.0f} s"
         )
         print(f"{'layout':8} {'grounded':>14} {'old value':>10} {'invented':>14} {'s/reply':>8}")
         for layout in layouts:
-            tally = run_layout(user, layout, args.repeat, args.verbose)
+            tally = run_layout(user, layout, args.repeat, args.verbose, args.temperature)
             replies = tally.answerable + tally.unknown
             print(
                 f"{layout:8} {tally.grounded:>4}/{tally.answerable:<3} "

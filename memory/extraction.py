@@ -1,9 +1,11 @@
 """Extraction: learn durable facts from what a person said, and reconcile them with memory.
 
-Reads only the person's own message. One LLM call proposes candidate facts as JSON; the
-deterministic guards drop secrets, instructions to the assistant and anything not grounded
-in the message; each survivor is compared with the person's most similar memories and
-either confirms one (duplicate), replaces one (a changed fact, history kept), or is added.
+Reads only the person's own message. The deterministic extractor (memory.statements) reads
+the person's statements; one LLM call proposes more as JSON; the deterministic guards drop
+secrets, instructions to the assistant and anything not grounded in the message. A new value
+for a slot the memory holds replaces it; every other survivor is compared with the person's
+most similar memories and either confirms one (duplicate), replaces one (a changed fact,
+history kept), or is added.
 Only candidates that similarity cannot settle go to one more LLM call for all of them.
 Idempotent: the run's unique key (the source message) makes a second run a no-op.
 """
@@ -581,10 +583,11 @@ def extract(
 ) -> ExtractionRun | None:
     """Learn from one message of the person; returns the run, or None if nothing was done.
 
-    Safe to run twice: a message already extracted is skipped. Transport errors propagate
-    (the task retries them); an unreadable answer falls back to the person's own sentences.
-    Everything is written in one transaction that first locks the person, so an account
-    erased meanwhile gets nothing back.
+    The person's own statements (memory.statements) are always candidates; the model's add
+    to them. Safe to run twice: a message already extracted is skipped. Transport errors of
+    the LLM propagate (the task retries); a reply that is not JSON does not. Everything is
+    written in one transaction that first locks the person, so an account erased meanwhile
+    gets nothing back.
     """
     if ExtractionRun.objects.filter(source_message_id=source_message_id).exists():
         return None
