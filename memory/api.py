@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import services as account_services
-from config.api import Pagination, TextField, errors, paginated
+from config.api import Pagination, StrictBooleanField, TextField, errors, paginated
 from memory import entities as entity_services
 from memory import selectors, services
 from memory.models import ConversationSummary, Entity, Memory, MemoryEvent
@@ -117,7 +117,7 @@ class MemoryDetailApi(APIView):
             empty_message="A memory cannot be empty.",
         )
         kind = serializers.ChoiceField(choices=Memory.Kind.choices, required=False)
-        pinned = serializers.BooleanField(required=False)
+        pinned = StrictBooleanField(required=False)
 
     @extend_schema(responses={200: MemoryOutput, **errors(404, *AUTH_ERRORS)})
     def get(self, request: Request, memory_id: int) -> Response:
@@ -210,7 +210,7 @@ class SummaryDetailApi(APIView):
 
 class MemorySettingsApi(APIView):
     class MemorySettings(serializers.Serializer):
-        memory_enabled = serializers.BooleanField()
+        memory_enabled = StrictBooleanField()
 
     @extend_schema(responses={200: MemorySettings, **errors(*AUTH_ERRORS)})
     def get(self, request: Request) -> Response:

@@ -152,6 +152,22 @@ def test_a_body_over_the_upload_limit_is_413(user: Any, client_500: Client, sett
     _refused(client_500.post("/api/memories/", body, content_type=JSON), 413)
 
 
+def test_a_form_over_the_upload_limit_is_413_and_nothing_is_saved(
+    user: Any, client_500: Client, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    conversation = chat_services.start_conversation(user=user)
+    response = client_500.post(f"/chat/c/{conversation.pk}/send", {"content": "x" * 20_000})
+    _refused(response, 413)
+    assert not Message.objects.filter(conversation=conversation).exists()
+
+
+def test_an_id_beyond_the_database_range_is_400_not_500(client_500: Client) -> None:
+    _refused(client_500.get("/api/memories/99999999999999999999/"), 400, 404)
+    _refused(client_500.get("/chat/list?current=99999999999999999999"), 200, 400)
+    _refused(client_500.get("/memory/learned?message=99999999999999999999"), 400)
+
+
 def test_invalid_json_is_400(client_500: Client) -> None:
     _refused(client_500.post("/api/memories/", "{not json", content_type=JSON))
 
@@ -172,13 +188,13 @@ def private_redis(settings: Any, tmp_path: Any) -> Iterator[stack.EmbeddedRedis]
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": url}}
     old_broker = celery_app.conf.broker_url
     celery_app.conf.update(broker_url=url)
-    celery_app.pool.force_close_all()
+    celery_app.pool.force_close_all()  # type: ignore[attr-defined]  # kombu ProducerPool
     try:
         yield redis
     finally:
         redis.stop()
         celery_app.conf.update(broker_url=old_broker)
-        celery_app.pool.force_close_all()
+        celery_app.pool.force_close_all()  # type: ignore[attr-defined]  # kombu ProducerPool
 
 
 def test_with_redis_stopped_a_message_is_still_sent_and_counted_in_process(

@@ -64,7 +64,8 @@ def test_a_revoked_token_no_longer_works(user: Any, user_client: Client) -> None
 
 
 def test_another_persons_token_cannot_be_revoked(user: Any, user_client: Client) -> None:
-    theirs, _ = tokens.create_token(user=UserFactory(), name="theirs")
+    someone: Any = UserFactory()
+    theirs, _ = tokens.create_token(user=someone, name="theirs")
 
     assert user_client.delete(f"/api/tokens/{theirs.pk}/").status_code == 404
     assert user_client.post(reverse("accounts:revoke-token", args=[theirs.pk])).status_code == 404
