@@ -14,7 +14,6 @@ from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.errors import DomainError, text_problem
 from config.middleware import DATA_ERROR_MESSAGE, RETRY_AFTER_SECONDS, is_outage
@@ -92,6 +91,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             status=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
+    # Imported here: rest_framework.views reads DEFAULT_PARSER_CLASSES (this module) on import.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if isinstance(exc, ValidationError) and response is not None:
         # One shape for every error: a `detail` to show, and the fields' own messages.
