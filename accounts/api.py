@@ -19,7 +19,7 @@ AUTH_ERRORS = (401, 403, 503)
 
 class AccountApi(APIView):
     class EraseInput(serializers.Serializer):
-        password = TextField(trim_whitespace=False)
+        password = TextField()
 
     class ReceiptOutput(serializers.Serializer):
         erased_at = serializers.DateTimeField()
@@ -89,7 +89,7 @@ class TokenListApi(APIView):
 
     @extend_schema(
         request=TokenCreateInput,
-        responses={201: TokenCreatedOutput, **errors(400, 413, 415, *AUTH_ERRORS)},
+        responses={201: TokenCreatedOutput, **errors(400, 409, 413, 415, *AUTH_ERRORS)},
         description="Create a token for `Authorization: Bearer <token>`. The token is in this "
         "response only.",
     )

@@ -58,7 +58,10 @@ class ConversationListApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.ConversationCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        conversation = services.start_conversation(user=request.user, **data.validated_data)
+        values = data.validated_data
+        # Spaces only is no title: the first message then gives one.
+        values["title"] = " ".join(values.get("title", "").split())
+        conversation = services.start_conversation(user=request.user, **values)
         return Response(ConversationOutput(conversation).data, status=201)
 
 

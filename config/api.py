@@ -194,6 +194,8 @@ class TextField(serializers.CharField):
     """
 
     def __init__(self, *, empty_message: str = "This field may not be blank.", **kwargs: Any):
+        # Lengths count what was sent, as the schema's maxLength does (services tidy spaces).
+        kwargs.setdefault("trim_whitespace", False)
         if not kwargs.get("allow_blank"):
             kwargs.setdefault("min_length", 1)
             kwargs.setdefault("validators", [RegexValidator(r"\S", empty_message)])

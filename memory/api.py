@@ -71,7 +71,6 @@ BODY_ERRORS = (400, 413, 415)
 class MemoryInput(serializers.Serializer):
     content = TextField(
         max_length=settings.MEMORY_MAX_CHARS,
-        trim_whitespace=False,
         empty_message="A memory cannot be empty.",
     )
     kind = serializers.ChoiceField(choices=Memory.Kind.choices, default=Memory.Kind.FACT)
@@ -89,7 +88,7 @@ class MemoryListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         query = request.query_params.get("q", "")
-        kind = request.query_params.get("kind") or None
+        kind = request.query_params.get("kind")  # absent: every kind; empty is not a kind
         if kind is not None and kind not in Memory.Kind.values:
             return Response({"detail": f"Unknown kind '{kind}'."}, status=400)
         if query.strip():
@@ -112,7 +111,6 @@ class MemoryDetailApi(APIView):
     class MemoryUpdateInput(serializers.Serializer):
         content = TextField(
             max_length=settings.MEMORY_MAX_CHARS,
-            trim_whitespace=False,
             required=False,
             empty_message="A memory cannot be empty.",
         )

@@ -137,3 +137,16 @@ def test_http_basic_cannot_be_used_to_guess_passwords(user: Any) -> None:
         basic = base64.b64encode(f"{user.email}:guess-{n}".encode()).decode()
         response = Client().get("/api/memories/", HTTP_AUTHORIZATION=f"Basic {basic}")
         assert response.status_code == 401
+
+
+def test_a_person_has_at_most_twenty_tokens_and_the_21st_is_a_409(
+    user: Any, user_client: Client
+) -> None:
+    for n in range(tokens.MAX_TOKENS_PER_USER):
+        tokens.create_token(user=user, name=f"token {n}")
+
+    response = user_client.post("/api/tokens/", {"name": "one more"}, content_type=JSON)
+
+    assert response.status_code == 409
+    assert "revoke" in response.json()["detail"]
+    assert ApiToken.objects.filter(user=user).count() == tokens.MAX_TOKENS_PER_USER
