@@ -12,14 +12,14 @@ from rest_framework.views import APIView
 
 from accounts import services, tokens
 from accounts.models import ApiToken
-from config.api import errors, paginated
+from config.api import Pagination, TextField, errors, paginated
 
 AUTH_ERRORS = (401, 403, 503)
 
 
 class AccountApi(APIView):
     class EraseInput(serializers.Serializer):
-        password = serializers.CharField()
+        password = TextField()
 
     class ReceiptOutput(serializers.Serializer):
         erased_at = serializers.DateTimeField()
@@ -69,8 +69,10 @@ class TokenOutput(serializers.ModelSerializer):
 
 
 class TokenListApi(APIView):
+    pagination_class = Pagination
+
     class TokenCreateInput(serializers.Serializer):
-        name = serializers.CharField(max_length=100, min_length=1)
+        name = TextField(max_length=100)
 
     class TokenCreatedOutput(serializers.Serializer):
         id = serializers.IntegerField()
@@ -87,7 +89,7 @@ class TokenListApi(APIView):
 
     @extend_schema(
         request=TokenCreateInput,
-        responses={201: TokenCreatedOutput, **errors(400, 413, 415, *AUTH_ERRORS)},
+        responses={201: TokenCreatedOutput, **errors(400, 409, 413, 415, *AUTH_ERRORS)},
         description="Create a token for `Authorization: Bearer <token>`. The token is in this "
         "response only.",
     )

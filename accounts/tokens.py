@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import ApiToken, User
-from config.errors import DomainError
+from config.errors import Conflict, DomainError
 
 TOKEN_PREFIX = "mnemo_"
 MAX_TOKENS_PER_USER = 20
@@ -22,6 +22,10 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 class TokenError(DomainError):
     status = 400
+
+
+class TooManyTokens(TokenError, Conflict):
+    status = 409
 
 
 def digest(token: str) -> str:
@@ -36,7 +40,7 @@ def create_token(*, user: User, name: str) -> tuple[ApiToken, str]:
     if len(name) > 100:
         raise TokenError("A token name can be at most 100 characters.")
     if ApiToken.objects.for_user(user).count() >= MAX_TOKENS_PER_USER:
-        raise TokenError(
+        raise TooManyTokens(
             f"You have {MAX_TOKENS_PER_USER} tokens already; revoke one you no longer use."
         )
     text = TOKEN_PREFIX + secrets.token_urlsafe(32)

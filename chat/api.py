@@ -16,7 +16,7 @@ from chat import selectors, services
 from chat.export import export_everything
 from chat.models import Conversation, Message
 from chat.views import reply_stream_events, streaming_response
-from config.api import Pagination, TextField, errors, paginated
+from config.api import Pagination, StrictBooleanField, TextField, errors, paginated
 
 # Every operation may answer these: no credentials (401), a session without its CSRF token
 # (403), a database or Redis restarting (503, with Retry-After).
@@ -44,7 +44,7 @@ class ConversationListApi(APIView):
 
     class ConversationCreateInput(serializers.Serializer):
         title = TextField(max_length=120, required=False, allow_blank=True)
-        incognito = serializers.BooleanField(required=False, default=False)
+        incognito = StrictBooleanField(required=False, default=False)
 
     @extend_schema(responses={200: ConversationOutput(many=True), **errors(400, *AUTH_ERRORS)})
     def get(self, request: Request) -> Response:
@@ -58,7 +58,10 @@ class ConversationListApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.ConversationCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        conversation = services.start_conversation(user=request.user, **data.validated_data)
+        values = data.validated_data
+        # Spaces only is no title: the first message then gives one.
+        values["title"] = " ".join(values.get("title", "").split())
+        conversation = services.start_conversation(user=request.user, **values)
         return Response(ConversationOutput(conversation).data, status=201)
 
 

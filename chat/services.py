@@ -372,10 +372,16 @@ def request_stop(*, user: Any, message_id: int) -> None:
 
     Seen by the stream within STOP_POLL_SECONDS, even while the model sends nothing.
     """
-    if not Message.objects.for_user(user).filter(pk=message_id).exists():
+    status = (
+        Message.objects.for_user(user).filter(pk=message_id).values_list("status", flat=True)
+    ).first()
+    if status is None:
         raise Message.DoesNotExist
     key = stop_key(user.pk, message_id)
-    _local_stops.add(key)
+    if status in (Message.Status.PENDING, Message.Status.STREAMING):
+        if len(_local_stops) > 10_000:
+            _local_stops.clear()  # flags for streams served elsewhere: bounded, never a leak
+        _local_stops.add(key)
     try:
         cache.set(key, 1, timeout=300)
     except Exception as exc:

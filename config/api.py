@@ -8,13 +8,12 @@ from typing import Any
 from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.core.validators import RegexValidator
 from django.db import DataError
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, ParseError
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from config.errors import DomainError, text_problem
 from config.middleware import DATA_ERROR_MESSAGE, RETRY_AFTER_SECONDS, is_outage
@@ -92,14 +91,55 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             status=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    return drf_exception_handler(exc, context)
+    # Imported here: rest_framework.views reads DEFAULT_PARSER_CLASSES (this module) on import.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
+    response = drf_exception_handler(exc, context)
+    if isinstance(exc, ValidationError) and response is not None:
+        # One shape for every error: a `detail` to show, and the fields' own messages.
+        response.data = {"detail": _first_message(response.data), "errors": response.data}
+    return response
+
+
+def _first_message(errors: Any) -> str:
+    while isinstance(errors, dict | list) and errors:
+        errors = next(iter(errors.values())) if isinstance(errors, dict) else errors[0]
+    return str(errors) if errors else "The request is not valid."
 
 
 class Pagination(LimitOffsetPagination):
-    """`?limit=&offset=` on every list; the page size is bounded so no list is unbounded."""
+    """`?limit=&offset=` on every list; the page size is bounded so no list is unbounded.
+
+    A limit or offset that is not a whole number in range is a 400, not silently ignored.
+    """
 
     default_limit = 50
     max_limit = 200
+
+    def _number(self, request: Any, name: str, minimum: int, maximum: int) -> int | None:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return None
+        if not raw.isdigit() or not minimum <= int(raw) <= maximum:
+            raise ValidationError({name: [f"Give a whole number from {minimum} to {maximum}."]})
+        return int(raw)
+
+    def get_limit(self, request: Any) -> int:
+        limit = self._number(request, self.limit_query_param, 1, self.max_limit)
+        return self.default_limit if limit is None else limit
+
+    def get_offset(self, request: Any) -> int:
+        return self._number(request, self.offset_query_param, 0, 10**9) or 0
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        bounds = {
+            self.limit_query_param: {"minimum": 1, "maximum": self.max_limit},
+            self.offset_query_param: {"minimum": 0, "maximum": 10**9},
+        }
+        for parameter in parameters:
+            parameter["schema"].update(bounds.get(parameter["name"], {}))
+        return parameters
 
 
 def paginated(request: Any, items: Any, serializer: type[serializers.BaseSerializer]) -> Response:
@@ -109,8 +149,16 @@ def paginated(request: Any, items: Any, serializer: type[serializers.BaseSeriali
     return pagination.get_paginated_response(serializer(page, many=True).data)
 
 
-class ErrorOutput(serializers.Serializer):
-    detail = serializers.CharField()
+# `errors` cannot be a declared field (Serializer.errors), hence an inline serializer.
+ErrorOutput = inline_serializer(
+    "Error",
+    {
+        "detail": serializers.CharField(help_text="What went wrong, to show as is."),
+        "errors": serializers.JSONField(
+            required=False, help_text="For invalid input: each field's messages, by field name."
+        ),
+    },
+)
 
 
 def errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -129,6 +177,15 @@ def errors(*codes: int) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(ErrorOutput, description=described[code]) for code in codes}
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """JSON `true` or `false` only: `0`, `1` and `"yes"` are 400s, as the schema says."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class TextField(serializers.CharField):
     """A string and only a string: `{"content": 0}` is a 400, not the text "0".
 
@@ -137,6 +194,8 @@ class TextField(serializers.CharField):
     """
 
     def __init__(self, *, empty_message: str = "This field may not be blank.", **kwargs: Any):
+        # Lengths count what was sent, as the schema's maxLength does (services tidy spaces).
+        kwargs.setdefault("trim_whitespace", False)
         if not kwargs.get("allow_blank"):
             kwargs.setdefault("min_length", 1)
             kwargs.setdefault("validators", [RegexValidator(r"\S", empty_message)])

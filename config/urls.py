@@ -10,6 +10,7 @@ from accounts import api as account_api
 from accounts import views as account_views
 from chat import views as chat_views
 from config.health import healthz
+from config.middleware import not_found, server_error
 
 urlpatterns = [
     path("", account_views.home, name="home"),
@@ -32,3 +33,7 @@ urlpatterns = [
     path("admin/insights/", chat_views.insights, name="admin-insights"),
     path("admin/", admin.site.urls),
 ]
+
+# Under /api/ an unknown address or a crash answers JSON, as every API response does.
+handler404 = not_found
+handler500 = server_error

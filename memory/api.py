@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import services as account_services
-from config.api import Pagination, TextField, errors, paginated
+from config.api import Pagination, StrictBooleanField, TextField, errors, paginated
 from memory import entities as entity_services
 from memory import selectors, services
 from memory.models import ConversationSummary, Entity, Memory, MemoryEvent
@@ -67,7 +67,6 @@ BODY_ERRORS = (400, 413, 415)
 class MemoryInput(serializers.Serializer):
     content = TextField(
         max_length=settings.MEMORY_MAX_CHARS,
-        trim_whitespace=False,
         empty_message="A memory cannot be empty.",
     )
     kind = serializers.ChoiceField(choices=Memory.Kind.choices, default=Memory.Kind.FACT)
@@ -85,7 +84,7 @@ class MemoryListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         query = request.query_params.get("q", "")
-        kind = request.query_params.get("kind") or None
+        kind = request.query_params.get("kind")  # absent: every kind; empty is not a kind
         if kind is not None and kind not in Memory.Kind.values:
             return Response({"detail": f"Unknown kind '{kind}'."}, status=400)
         if query.strip():
@@ -108,12 +107,11 @@ class MemoryDetailApi(APIView):
     class MemoryUpdateInput(serializers.Serializer):
         content = TextField(
             max_length=settings.MEMORY_MAX_CHARS,
-            trim_whitespace=False,
             required=False,
             empty_message="A memory cannot be empty.",
         )
         kind = serializers.ChoiceField(choices=Memory.Kind.choices, required=False)
-        pinned = serializers.BooleanField(required=False)
+        pinned = StrictBooleanField(required=False)
 
     @extend_schema(responses={200: MemoryOutput, **errors(404, *AUTH_ERRORS)})
     def get(self, request: Request, memory_id: int) -> Response:
@@ -206,7 +204,7 @@ class SummaryDetailApi(APIView):
 
 class MemorySettingsApi(APIView):
     class MemorySettings(serializers.Serializer):
-        memory_enabled = serializers.BooleanField()
+        memory_enabled = StrictBooleanField()
 
     @extend_schema(responses={200: MemorySettings, **errors(*AUTH_ERRORS)})
     def get(self, request: Request) -> Response:

@@ -152,6 +152,22 @@ def test_a_body_over_the_upload_limit_is_413(user: Any, client_500: Client, sett
     _refused(client_500.post("/api/memories/", body, content_type=JSON), 413)
 
 
+def test_a_form_over_the_upload_limit_is_413_and_nothing_is_saved(
+    user: Any, client_500: Client, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    conversation = chat_services.start_conversation(user=user)
+    response = client_500.post(f"/chat/c/{conversation.pk}/send", {"content": "x" * 20_000})
+    _refused(response, 413)
+    assert not Message.objects.filter(conversation=conversation).exists()
+
+
+def test_an_id_beyond_the_database_range_is_400_not_500(client_500: Client) -> None:
+    _refused(client_500.get("/api/memories/99999999999999999999/"), 400, 404)
+    _refused(client_500.get("/chat/list?current=99999999999999999999"), 200, 400)
+    _refused(client_500.get("/memory/learned?message=99999999999999999999"), 200, 400)
+
+
 def test_invalid_json_is_400(client_500: Client) -> None:
     _refused(client_500.post("/api/memories/", "{not json", content_type=JSON))
 
@@ -170,15 +186,20 @@ def private_redis(settings: Any, tmp_path: Any) -> Iterator[stack.EmbeddedRedis]
     redis = stack.EmbeddedRedis(tmp_path / "redis", persistent=False)
     url = redis.start()
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": url}}
-    old_broker = celery_app.conf.broker_url
-    celery_app.conf.update(broker_url=url)
-    celery_app.pool.force_close_all()
+    # Connection and producer pools of its own for the private broker (Celery builds both
+    # once, from the broker URL of the moment); the shared ones are put back afterwards.
+    app: Any = celery_app
+    saved = (app.conf.broker_url, app._pool, app.amqp._producer_pool)
+    app.conf.update(broker_url=url)
+    app._pool = app.amqp._producer_pool = None
     try:
         yield redis
     finally:
         redis.stop()
-        celery_app.conf.update(broker_url=old_broker)
-        celery_app.pool.force_close_all()
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app.conf.update(broker_url=saved[0])
+        app._pool, app.amqp._producer_pool = saved[1], saved[2]
 
 
 def test_with_redis_stopped_a_message_is_still_sent_and_counted_in_process(
@@ -359,3 +380,22 @@ def test_a_postgresql_restart_is_a_503_with_retry_after_then_the_app_serves_agai
     assert "retry" in during.json()["detail"]
     after = api.get("/api/memories/")
     assert after.status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_broker_stopped_a_finished_turn_is_left_to_the_sweep(
+    user: Any, fake_llm: FakeLLM, private_redis: stack.EmbeddedRedis, caplog: Any
+) -> None:
+    conversation = chat_services.start_conversation(user=user)
+    message, reply = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content="I keep bees"
+    )
+    private_redis.stop()
+
+    _tokens, final = _stream(user, reply.pk)
+
+    assert final is not None and final.status == Message.Status.COMPLETE
+    assert "could not queue" in caplog.text  # the broker refused; the turn still ended
+    assert message.pk in chat_services.unlearned_message_ids(
+        older_than=timedelta(0), within=timedelta(hours=1)
+    )

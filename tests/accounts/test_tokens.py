@@ -64,7 +64,8 @@ def test_a_revoked_token_no_longer_works(user: Any, user_client: Client) -> None
 
 
 def test_another_persons_token_cannot_be_revoked(user: Any, user_client: Client) -> None:
-    theirs, _ = tokens.create_token(user=UserFactory(), name="theirs")
+    someone: Any = UserFactory()
+    theirs, _ = tokens.create_token(user=someone, name="theirs")
 
     assert user_client.delete(f"/api/tokens/{theirs.pk}/").status_code == 404
     assert user_client.post(reverse("accounts:revoke-token", args=[theirs.pk])).status_code == 404
@@ -136,3 +137,16 @@ def test_http_basic_cannot_be_used_to_guess_passwords(user: Any) -> None:
         basic = base64.b64encode(f"{user.email}:guess-{n}".encode()).decode()
         response = Client().get("/api/memories/", HTTP_AUTHORIZATION=f"Basic {basic}")
         assert response.status_code == 401
+
+
+def test_a_person_has_at_most_twenty_tokens_and_the_21st_is_a_409(
+    user: Any, user_client: Client
+) -> None:
+    for n in range(tokens.MAX_TOKENS_PER_USER):
+        tokens.create_token(user=user, name=f"token {n}")
+
+    response = user_client.post("/api/tokens/", {"name": "one more"}, content_type=JSON)
+
+    assert response.status_code == 409
+    assert "revoke" in response.json()["detail"]
+    assert ApiToken.objects.filter(user=user).count() == tokens.MAX_TOKENS_PER_USER

@@ -270,7 +270,8 @@ def test_an_empty_message_is_a_400_with_a_detail(
     )
 
     assert response.status_code == 400
-    assert response.json() == {"content": ["Type a message first."]}
+    assert response.json()["detail"] == "Type a message first."
+    assert response.json()["errors"] == {"content": ["Type a message first."]}
     assert not Message.objects.exists()
     assert fake_llm.chat_requests == []
 
@@ -317,7 +318,7 @@ def test_a_message_without_content_is_a_400_naming_the_field(
     response = user_client.post(_url(conversation.pk, "messages/"), {}, content_type=JSON)
 
     assert response.status_code == 400
-    assert "content" in response.json()
+    assert "content" in response.json()["errors"]
 
 
 # Every endpoint that takes a conversation id: method, URL suffix, JSON body.

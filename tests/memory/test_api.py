@@ -184,7 +184,7 @@ def test_create_an_empty_memory_is_400_with_a_message(user: Any, user_client: Cl
     response = user_client.post(MEMORIES, {"content": "   "}, content_type=JSON)
 
     assert response.status_code == 400
-    assert response.json() == {"content": ["A memory cannot be empty."]}
+    assert response.json()["detail"] == "A memory cannot be empty."
     assert not Memory.objects.filter(user=user).exists()
 
 
@@ -206,7 +206,7 @@ def test_create_with_an_unknown_kind_is_400(user: Any, user_client: Client) -> N
     )
 
     assert response.status_code == 400
-    assert "kind" in response.json()
+    assert "kind" in response.json()["errors"]
     assert not Memory.objects.filter(user=user).exists()
 
 
@@ -293,7 +293,7 @@ def test_patch_to_empty_text_is_400_and_keeps_the_memory(user: Any, user_client:
     response = _patch(user_client, memory.pk, {"content": " "})
 
     assert response.status_code == 400
-    assert response.json() == {"content": ["A memory cannot be empty."]}
+    assert response.json()["detail"] == "A memory cannot be empty."
     memory.refresh_from_db()
     assert memory.content == "I live in Lisbon"
 
@@ -358,7 +358,7 @@ def test_forget_all_needs_confirmation(user: Any, user_client: Client) -> None:
 
         assert response.status_code == 400
     refused = user_client.post(f"{MEMORIES}forget-all", {"confirm": False}, content_type=JSON)
-    assert "confirm" in refused.json()
+    assert "confirm" in refused.json()["errors"]
     assert Memory.objects.filter(user=user).count() == 1
 
 
