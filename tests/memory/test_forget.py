@@ -94,8 +94,10 @@ def test_deleting_a_memory_through_the_api_leaves_its_words_nowhere(
 
     assert response.status_code == 204
     assert _traces(user) == {}
+    # A deleted memory has no history to read through the API (the page's history keeps the
+    # text-free "deleted" event).
     history = user_client.get(reverse("api-memory-history", args=[memory.pk]))
-    assert history.status_code == 200
+    assert history.status_code == 404
     assert CANARY not in history.content.decode()
 
 
@@ -191,7 +193,9 @@ def test_deleting_a_conversation_takes_its_summary_and_quotes_and_keeps_its_memo
     settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
     fake_llm.responder = _facts
     conversation = chat_services.start_conversation(user=user)
-    said = f"My codename is {CANARY} and I keep bees on the roof."
+    # The canary is in a question, which the extractor never learns, so only the quote and
+    # the summary hold it (a statement "my codename is …" would be a memory of its own).
+    said = f"Is {CANARY} a good name for a hive? I keep bees on the roof."
     message, reply = chat_services.send_message(
         user=user, conversation_id=conversation.pk, content=said
     )
@@ -221,7 +225,7 @@ def test_deleting_a_conversation_takes_its_summary_and_quotes_and_keeps_its_memo
     assert bees.source_deleted
     page = user_client.get(reverse("memory:index")).content.decode()
     assert "Learned from a deleted conversation" in page
-    api = user_client.get(reverse("api-memories")).json()
+    api = user_client.get(reverse("api-memories")).json()["results"]
     provenance = next(m["provenance"] for m in api if m["id"] == bees.pk)
     assert provenance["from"] == "a deleted conversation"
     assert provenance["conversation_deleted"] is True and provenance["excerpt"] == ""
