@@ -67,6 +67,9 @@ SECOND = [
 MAX_TOKENS = 32
 READ_TIMEOUT = 240.0  # a loaded machine: a request may wait its turn at the model server
 SUMMARY_EVERY = 6
+# Short prompts: prompt evaluation, not generation, is most of a turn's time on this model.
+HISTORY_TOKENS = 300
+RECALL_TOKENS = 150
 # Upper bounds for waits, never assertions on time: a reply on a loaded 2-core machine.
 REPLY_WAIT_MS = 240_000
 BACKGROUND_WAIT_S = 300.0
@@ -128,6 +131,8 @@ def use_local_models(local_models: dict[str, str], settings: Any) -> None:
     settings.LLM_READ_TIMEOUT = READ_TIMEOUT
     settings.SUMMARY_EVERY_MESSAGES = SUMMARY_EVERY
     settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
+    settings.CHAT_HISTORY_TOKEN_BUDGET = HISTORY_TOKENS
+    settings.MEMORY_RECALL_TOKEN_BUDGET = RECALL_TOKENS
 
 
 def sign_in(page: Any, user: Any) -> None:
