@@ -32,6 +32,26 @@ def bootstrap() -> None:
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
 
 
+def local_model(base_url: str | None, *, log_name: str, model_setting: str) -> Any:
+    """Point the app at `base_url`, or start llama.cpp's server with SmolLM2 on a free port
+    (as `make run` does, with its own clean environment) and return it for the caller to stop.
+
+    Call before Django is set up: the endpoint and `model_setting` (LLM_CHAT_MODEL or
+    LLM_BACKGROUND_MODEL) reach the settings through the environment, as in production.
+    """
+    from config import stack
+
+    if base_url:
+        os.environ["LLM_BASE_URL"] = base_url
+        return None
+    server = stack.LocalModelServer(
+        model=stack.local_model_path(), log_path=stack.data_dir() / "bench" / log_name
+    )
+    os.environ["LLM_BASE_URL"] = server.start(timeout=300)
+    os.environ.setdefault(model_setting, stack.LOCAL_MODEL_ALIAS)
+    return server
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of `values` (fraction 0.5 = median, 1.0 = max)."""
     ordered = sorted(values)

@@ -33,24 +33,15 @@ def main() -> None:
     parser.add_argument("--base-url", default=os.environ.get("LLM_BASE_URL", ""))
     args = parser.parse_args()
     common.bootstrap()
-    from config import stack
 
     bench_db = common.BenchDatabase("bench")
     server = None
     started = time.perf_counter()
     try:
         bench_db.start()
-        if args.base_url:
-            os.environ["LLM_BASE_URL"] = args.base_url
-        else:
-            for name in ("PORT", "HOST"):  # llama_cpp.server reads them over its own flags
-                os.environ.pop(name, None)
-            server = stack.LocalModelServer(
-                model=stack.local_model_path(),
-                log_path=stack.data_dir() / "bench" / "extract-quality-llm.log",
-            )
-            os.environ["LLM_BASE_URL"] = server.start(timeout=300)
-            os.environ.setdefault("LLM_BACKGROUND_MODEL", stack.LOCAL_MODEL_ALIAS)
+        server = common.local_model(
+            args.base_url, log_name="extract-quality-llm.log", model_setting="LLM_BACKGROUND_MODEL"
+        )
         import django
 
         django.setup()

@@ -230,25 +230,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     common.bootstrap()
-    from config import stack
 
     bench_db = common.BenchDatabase("bench")
     server = None
     started = time.perf_counter()
     try:
         bench_db.start()
-        if args.base_url:
-            os.environ["LLM_BASE_URL"] = args.base_url
-        else:
-            # llama_cpp.server reads PORT and HOST over its own flags: give it only its own.
-            for name in ("PORT", "HOST"):
-                os.environ.pop(name, None)
-            server = stack.LocalModelServer(
-                model=stack.local_model_path(),
-                log_path=stack.data_dir() / "bench" / "grounding-llm.log",
-            )
-            os.environ["LLM_BASE_URL"] = server.start(timeout=300)
-            os.environ.setdefault("LLM_CHAT_MODEL", stack.LOCAL_MODEL_ALIAS)
+        server = common.local_model(
+            args.base_url, log_name="grounding-llm.log", model_setting="LLM_CHAT_MODEL"
+        )
         import django
 
         django.setup()
