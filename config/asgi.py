@@ -1,4 +1,4 @@
-"""ASGI entry point: pages, API and streamed replies (uvicorn, or gunicorn + uvicorn workers)."""
+"""ASGI entry point: pages, API and streamed replies (uvicorn, one process per worker)."""
 
 from __future__ import annotations
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DataError, InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.http.multipartparser import MultiPartParserError
 from django.utils.deprecation import MiddlewareMixin
+from django.shortcuts import resolve_url
 from django.views import defaults
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -89,6 +92,45 @@ class ServiceOutageMiddleware(MiddlewareMixin):
         )
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
+
+
+SIGNED_OUT_MESSAGE = (
+    "You are signed out. Sign in again (in another tab, to keep this page); "
+    "what you typed is still here."
+)
+
+
+class SignedOutHtmxMiddleware:
+    """A background htmx request from a signed-out page gets 401 and a message, not the
+    sign-in page: htmx would follow the redirect and swap the sign-in form into the sidebar
+    (or a message's slot). Full page loads still redirect to sign in as usual.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if self.async_mode:
+            return self.__acall__(request)  # type: ignore[return-value]
+        return self.signed_out(request, self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        return self.signed_out(request, await self.get_response(request))  # type: ignore[misc]
+
+    @staticmethod
+    def signed_out(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        if response.status_code != 302 or not request.headers.get("HX-Request"):
+            return response
+        login = str(resolve_url(settings.LOGIN_URL))
+        if not response.get("Location", "").split("?", 1)[0] == login:
+            return response
+        return refusal(request, SIGNED_OUT_MESSAGE, 401)
 
 
 def is_outage(exc: BaseException) -> bool:

@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "config.middleware.SignedOutHtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "config.middleware.ServiceOutageMiddleware",
 ]

@@ -6,6 +6,7 @@
   // What to say when the server's answer carries no message of its own.
   const STATUS_TEXT = {
     400: "That was not accepted. Check what you typed and try again.",
+    401: "You are signed out. Sign in again (in another tab, to keep this page); what you typed is still here.",
     403: "You seem to be signed out, or the page is too old. Reload it (copy your text first).",
     404: "This is no longer there. Reload the page.",
     409: "That clashes with something that already exists.",

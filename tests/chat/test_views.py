@@ -274,3 +274,23 @@ def test_disconnecting_streams_leak_no_database_connections(
     client.close()
     # Every request ran on its own threads; with per-thread connections these would pile up.
     assert backends() <= settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"] + 1
+
+
+@pytest.mark.django_db
+def test_a_signed_out_background_refresh_gets_401_not_the_sign_in_page(client: Client) -> None:
+    # The sidebar polls the conversation list; after the session ends, htmx would follow a
+    # redirect and swap the sign-in form into the sidebar.
+    response = client.get(reverse("chat:list"), headers={"HX-Request": "true"})
+
+    assert response.status_code == 401
+    assert response["Content-Type"].startswith("text/plain")
+    assert "signed out" in response.content.decode()
+    assert "what you typed is still here" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_signed_out_page_load_still_redirects_to_sign_in(client: Client) -> None:
+    response = client.get(reverse("chat:list"))
+
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("account_login"))
