@@ -11,8 +11,8 @@ from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.http.multipartparser import MultiPartParserError
-from django.utils.deprecation import MiddlewareMixin
 from django.shortcuts import resolve_url
+from django.utils.deprecation import MiddlewareMixin
 from django.views import defaults
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -128,7 +128,7 @@ class SignedOutHtmxMiddleware:
         if response.status_code != 302 or not request.headers.get("HX-Request"):
             return response
         login = str(resolve_url(settings.LOGIN_URL))
-        if not response.get("Location", "").split("?", 1)[0] == login:
+        if response.get("Location", "").split("?", 1)[0] != login:
             return response
         return refusal(request, SIGNED_OUT_MESSAGE, 401)
 
