@@ -360,6 +360,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # Inputs and outputs are separate components, so a field's minLength is documented.
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for what approving a pending memory does (two fields share the choices).
+    "ENUM_NAME_OVERRIDES": {"ReviewOutcomeEnum": "memory.review_api.APPLIES"},
 }
 
 # --- Security (production) ---

@@ -35,6 +35,7 @@ ProvenanceOutput = inline_serializer(
     },
 )
 APPLIES = ["add", "update", "delete", "confirm", "nothing"]
+MAX_ID = 2**63 - 1
 
 
 class PendingOutput(serializers.Serializer):
@@ -88,7 +89,11 @@ class PendingListApi(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("message", int, description="Only what this message of yours taught")
+            OpenApiParameter(
+                "message",
+                {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                description="Only what this message of yours taught",
+            )
         ],
         responses={200: PendingOutput(many=True), **errors(400, *AUTH_ERRORS)},
         description="Memories waiting for your review (“Ask me before remembering”), oldest "
@@ -96,7 +101,7 @@ class PendingListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         raw = request.query_params.get("message")
-        if raw is not None and (not raw.isdigit() or len(raw) > 18):
+        if raw is not None and (not raw.isdigit() or not 1 <= int(raw) <= MAX_ID):
             return Response({"detail": "message must be a message id."}, status=400)
         items = review.pending_list(
             user=request.user, source_message_id=int(raw) if raw is not None else None
@@ -162,7 +167,10 @@ class PendingRejectApi(APIView):
 
 class AnswerAllInput(serializers.Serializer):
     message_id = serializers.IntegerField(
-        required=False, min_value=1, help_text="Only what this message of yours taught."
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        help_text="Only what this message of yours taught.",
     )
 
 
