@@ -45,13 +45,28 @@ def _refused(request: HttpRequest, exc: DomainError, pending_id: int | None) -> 
     return reswap(retarget(response, target), "innerHTML")
 
 
-def _answered(request: HttpRequest, pending_id: int, applied: str, memory: Any) -> HttpResponse:
+def _message_of(request: HttpRequest, pending_id: int) -> int | None:
+    """The message a pending item came from (read before answering it)."""
+    try:
+        return review.pending_for(
+            user=request.user, pending_id=pending_id
+        ).pending.source_message_id
+    except review.PendingGone:
+        return None
+
+
+def _answered(
+    request: HttpRequest, pending_id: int, applied: str, memory: Any, message_id: int | None
+) -> HttpResponse:
     if _origin(request) == "chat":
-        response = render(
-            request,
-            f"{TEMPLATE}#chat-answer",
-            {"applied": applied, "memory": memory, "pending_id": pending_id},
-        )
+        context = {"applied": applied, "memory": memory, "pending_id": pending_id}
+        if message_id is not None:
+            # What still waits from the same message: the "All n" row is refreshed with it.
+            context["message_id"] = message_id
+            context["pending"] = review.pending_list(
+                user=request.user, source_message_id=message_id
+            )
+        response = render(request, f"{TEMPLATE}#chat-answer", context)
         return trigger_client_event(response, "memories-changed")
     return memory_views._list(request)
 
@@ -80,6 +95,7 @@ def item(request: HttpRequest, pending_id: int) -> HttpResponse:
 @require_POST
 def approve(request: HttpRequest, pending_id: int) -> HttpResponse:
     """Yes (no `content`), or edit-and-yes (`content`, and optionally `kind`)."""
+    message_id = _message_of(request, pending_id)
     try:
         result = review.approve(
             user=request.user,
@@ -89,16 +105,17 @@ def approve(request: HttpRequest, pending_id: int) -> HttpResponse:
         )
     except services.MemoryRequestError as exc:
         return _refused(request, exc, pending_id)
-    return _answered(request, pending_id, result.applied, result.memory)
+    return _answered(request, pending_id, result.applied, result.memory, message_id)
 
 
 @login_required
 @require_POST
 def reject(request: HttpRequest, pending_id: int) -> HttpResponse:
+    message_id = _message_of(request, pending_id)
     # Answered elsewhere: it is not waiting any more either way.
     with contextlib.suppress(review.PendingGone):
         review.reject(user=request.user, pending_id=pending_id)
-    return _answered(request, pending_id, "rejected", None)
+    return _answered(request, pending_id, "rejected", None, message_id)
 
 
 @login_required
@@ -151,6 +168,8 @@ def settings_view(request: HttpRequest) -> HttpResponse:
             return redirect(next_url)
         return redirect("memory:index")
     response = render(
-        request, f"{TEMPLATE}#review-switch", {"user": user, "next": request.POST.get("next")}
+        request,
+        f"{TEMPLATE}#review-switch",
+        {"user": user, "next": request.POST.get("next"), "compact": request.POST.get("compact")},
     )
     return trigger_client_event(response, "memories-changed")

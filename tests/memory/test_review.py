@@ -490,7 +490,7 @@ def test_the_setting_is_on_the_memory_page_the_account_page_the_api_and_the_expo
     page = user_client.get(reverse("memory:index")).content.decode()
     assert "Ask me before remembering: off" in page
     account = user_client.get(reverse("accounts:account")).content.decode()
-    assert "Ask me before remembering: off" in account
+    assert "“Ask me before remembering” is off: Mnemo remembers without asking." in account
     assert user_client.get(reverse("api-settings")).json() == {
         "memory_enabled": True, "ask_before_remembering": False,
     }  # fmt: skip
