@@ -32,6 +32,7 @@ class AccountApi(APIView):
                 {
                     "email": serializers.EmailField(),
                     "memory_enabled": serializers.BooleanField(),
+                    "ask_before_remembering": serializers.BooleanField(),
                     "erasure_preview": serializers.DictField(child=serializers.IntegerField()),
                 },
             ),
@@ -43,6 +44,7 @@ class AccountApi(APIView):
         user: Any = request.user
         return Response(
             {"email": user.email, "memory_enabled": user.memory_enabled,
+             "ask_before_remembering": user.ask_before_remembering,
              "erasure_preview": services.erasure_preview(user=user)}
         )  # fmt: skip
 

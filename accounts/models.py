@@ -42,6 +42,12 @@ class User(AbstractUser):
         default=True,
         help_text="When off, Mnemo neither learns nor recalls anything about this person.",
     )
+    # "Ask me before remembering": what extraction learns waits as a PendingMemory (never
+    # recalled) until the person approves, edits or rejects it (memory/review.py).
+    ask_before_remembering = models.BooleanField(
+        default=False,
+        help_text="When on, new memories wait for this person's approval before they are used.",
+    )
 
     USERNAME_FIELD = "email"
     REQUIRED_FIELDS: ClassVar[list[str]] = []

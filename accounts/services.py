@@ -37,6 +37,14 @@ def set_memory_enabled(*, user: User, enabled: bool) -> User:
     return user
 
 
+def set_ask_before_remembering(*, user: User, enabled: bool) -> User:
+    """Turn review before saving on or off. Off does not approve what already waits: the
+    person still answers it (or it expires)."""
+    User.objects.filter(pk=user.pk).update(ask_before_remembering=enabled)
+    user.ask_before_remembering = enabled
+    return user
+
+
 def subject_hash(email: str) -> str:
     return hmac.new(
         settings.SECRET_KEY.encode(), f"email:{email.lower()}".encode(), hashlib.sha256
@@ -55,6 +63,7 @@ ERASED_LABELS = {
     "memory.ConversationSummary": "conversation summaries",
     "memory.ExtractionRun": "extraction runs",
     "memory.Entity": "people, pets and places",
+    "memory.PendingMemory": "memories waiting for review",
     "account.EmailAddress": "email addresses",
 }
 
@@ -69,6 +78,7 @@ def erasure_preview(*, user: User) -> dict[str, int]:
         "memory history events": related.memory_events.count(),
         "conversation summaries": related.conversation_summaries.count(),
         "people, pets and places": related.entities.count(),
+        "memories waiting for review": related.pending_memories.count(),
     }
 
 

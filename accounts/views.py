@@ -35,9 +35,11 @@ class LoginView(AllauthLoginView):
 
 def _account_page(request: HttpRequest, status: int = 200, **extra: Any) -> HttpResponse:
     user: Any = request.user
+    preview = services.erasure_preview(user=user)
     context = {
-        "preview": services.erasure_preview(user=user),
+        "preview": preview,
         "tokens": tokens.token_list(user=user),
+        "pending_review": preview.get("memories waiting for review", 0),
         **extra,
     }
     return render(request, "accounts/account.html", context, status=status)

@@ -16,6 +16,7 @@ from memory.models import (
     ExtractionRun,
     Memory,
     MemoryEvent,
+    PendingMemory,
 )
 
 FORMAT_VERSION = 1
@@ -155,8 +156,11 @@ def export_everything(*, user: Any) -> dict[str, Any]:
             "display_name": user.display_name,
             "date_joined": _time(user.date_joined),
             "memory_enabled": user.memory_enabled,
+            "ask_before_remembering": user.ask_before_remembering,
         },
         "memories": memories,
+        # Proposed while "Ask me before remembering" was on; never used until approved.
+        "pending_memories": _pending(user),
         "forgotten_memory_history": forgotten,
         "summaries": summaries,
         "entities": entities,
@@ -167,3 +171,22 @@ def export_everything(*, user: Any) -> dict[str, Any]:
         "conversations": conversations,
         "extraction_runs": runs,
     }
+
+
+def _pending(user: Any) -> list[dict[str, Any]]:
+    """What waits for the person's review, marked pending (not memories until approved)."""
+    return [
+        {
+            "id": item.pk,
+            "status": "pending",
+            "operation": item.operation,
+            "kind": item.kind,
+            "content": item.content,
+            "target_memory_id": item.target_id,
+            "source": item.provenance(),
+            "entities": item.entities,
+            "created_at": _time(item.created_at),
+            "expires_at": _time(item.expires_at),
+        }
+        for item in PendingMemory.objects.filter(user=user).order_by("id")
+    ]

@@ -259,6 +259,8 @@ MEMORY_RECALL_PREPARED = env.bool("MEMORY_RECALL_PREPARED", default=True)
 MEMORY_DUPLICATE_SIMILARITY = env.float("MEMORY_DUPLICATE_SIMILARITY", default=0.9)
 MEMORY_NEW_SIMILARITY = env.float("MEMORY_NEW_SIMILARITY", default=0.4)
 MEMORY_MAX_CHARS = env.int("MEMORY_MAX_CHARS", default=500)
+# "Ask me before remembering": hours a memory waits for review before it is dropped unread.
+MEMORY_REVIEW_TTL_HOURS = env.int("MEMORY_REVIEW_TTL_HOURS", default=168)
 # Summaries: a conversation idle this long, or this many messages past its last summary.
 SUMMARY_IDLE_MINUTES = env.int("SUMMARY_IDLE_MINUTES", default=10)
 SUMMARY_EVERY_MESSAGES = env.int("SUMMARY_EVERY_MESSAGES", default=20)
@@ -359,6 +361,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     # Inputs and outputs are separate components, so a field's minLength is documented.
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for what approving a pending memory does (two fields share the choices).
+    "ENUM_NAME_OVERRIDES": {"ReviewOutcomeEnum": "memory.review_api.APPLIES"},
 }
 
 # --- Security (production) ---

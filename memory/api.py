@@ -205,11 +205,22 @@ class SummaryDetailApi(APIView):
 class MemorySettingsApi(APIView):
     class MemorySettings(serializers.Serializer):
         memory_enabled = StrictBooleanField()
+        ask_before_remembering = StrictBooleanField(
+            required=False,
+            help_text="When true, what Mnemo learns waits under /api/memories/pending/ until "
+            "you approve it. Left out: unchanged.",
+        )
+
+    @staticmethod
+    def _settings(user: Any) -> dict[str, bool]:
+        return {
+            "memory_enabled": user.memory_enabled,
+            "ask_before_remembering": user.ask_before_remembering,
+        }
 
     @extend_schema(responses={200: MemorySettings, **errors(*AUTH_ERRORS)})
     def get(self, request: Request) -> Response:
-        user: Any = request.user
-        return Response({"memory_enabled": user.memory_enabled})
+        return Response(self._settings(request.user))
 
     @extend_schema(
         request=MemorySettings,
@@ -222,7 +233,11 @@ class MemorySettingsApi(APIView):
         account_services.set_memory_enabled(
             user=user, enabled=data.validated_data["memory_enabled"]
         )
-        return Response({"memory_enabled": user.memory_enabled})
+        if "ask_before_remembering" in data.validated_data:
+            account_services.set_ask_before_remembering(
+                user=user, enabled=data.validated_data["ask_before_remembering"]
+            )
+        return Response(self._settings(user))
 
 
 class EntityOutput(serializers.ModelSerializer):

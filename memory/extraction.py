@@ -23,7 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from pgvector import Vector
 
 from config import llm, model_class
-from memory import embeddings, guards, privacy, services, statements
+from memory import embeddings, guards, privacy, review, services, statements
 from memory import entities as entity_services
 from memory.models import Entity, ExtractionRun, Memory, MemoryEvent
 
@@ -654,6 +654,17 @@ def _record(
             # what we wrote) or has already removed them (and we write nothing).
             if not get_user_model().objects.select_for_update().filter(pk=user.pk).exists():
                 return None
+            if user.ask_before_remembering:
+                # "Ask me before remembering": the plans wait for the person (memory.review).
+                review.hold(
+                    user=user,
+                    plans=plans,
+                    entities=entities or [],
+                    source_message_id=source_message_id,
+                    source_conversation_id=source_conversation_id,
+                    excerpt=excerpt,
+                )
+                plans, entities = [], []
             for plan in plans:
                 _apply(user, plan, outcome, source_message_id, source_conversation_id, excerpt)
             for candidate in entities or []:

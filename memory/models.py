@@ -342,3 +342,73 @@ class EntityEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.attribute}: {self.old_value} → {self.new_value}"
+
+
+class PendingMemoryQuerySet(models.QuerySet["PendingMemory"]):
+    def for_user(self, user: Any) -> PendingMemoryQuerySet:
+        return self.filter(user=user)
+
+    def waiting(self) -> PendingMemoryQuerySet:
+        """Not yet expired (the sweep deletes the expired ones; until then they are hidden)."""
+        return self.filter(expires_at__gt=Now())
+
+
+class PendingMemory(models.Model):
+    """A change extraction proposes while the person asked to review memories first.
+
+    A separate table, not a status on Memory: recall, the prompt, the memory list, counts,
+    retention and entities read Memory only, so nothing waiting for review can reach them.
+    Approving applies the operation through the memory services (history starts then);
+    rejecting or expiring deletes the row, and nothing else ever held its words.
+    """
+
+    class Operation(models.TextChoices):
+        ADD = "add", "Add"
+        UPDATE = "update", "Replace"
+        DELETE = "delete", "Forget"
+        CONFIRM = "confirm", "Confirm"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pending_memories"
+    )
+    operation = models.CharField(max_length=16, choices=Operation.choices)
+    kind = models.CharField(max_length=16, choices=Memory.Kind.choices, default=Memory.Kind.FACT)
+    # The proposed text (for a deletion: the statement that contradicts the memory).
+    content = models.TextField()
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    importance = models.FloatField(default=0.5)
+    # The memory an update, deletion or confirmation would change: a plain id (the memory
+    # may go meanwhile), and when it last changed, to notice an edit made since.
+    target_id = models.BigIntegerField(null=True, blank=True)
+    target_updated_at = models.DateTimeField(null=True, blank=True)
+    # Provenance, as on Memory.
+    source_message_id = models.BigIntegerField(null=True, blank=True)
+    source_conversation_id = models.BigIntegerField(null=True, blank=True)
+    source_excerpt = models.TextField(blank=True)
+    source_deleted = models.BooleanField(default=False)
+    # The people, pets and places the proposed text names ({name, type, attributes}):
+    # learned only if the memory is approved and still names them.
+    entities = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+
+    objects = PendingMemoryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="pending_user_created"),
+            models.Index(fields=["expires_at"], name="pending_expires"),
+        ]
+
+    def __str__(self) -> str:
+        return f"pending {self.operation}: {self.content[:60]}"
+
+    def provenance(self) -> dict[str, Any]:
+        return {
+            "message_id": self.source_message_id,
+            "conversation_id": self.source_conversation_id,
+            "excerpt": self.source_excerpt,
+            "conversation_deleted": self.source_deleted,
+            "from": "a deleted conversation" if self.source_deleted else "a conversation",
+        }

@@ -127,6 +127,12 @@ def run_retention(
     stale = _remove_stale_entities(now)
     if stale:
         expired["entity"] = stale
+    # Memories that waited for the person's review past MEMORY_REVIEW_TTL_HOURS go unread.
+    from memory import review  # review builds on the services, which build on this module
+
+    unreviewed = review.expire_pending(now=now)
+    if unreviewed:
+        expired["pending review"] = unreviewed
     run.expired, run.trimmed, run.finished_at = expired, trimmed, timezone.now()
     run.save(update_fields=["expired", "trimmed", "finished_at"])
     return run

@@ -221,8 +221,9 @@ def forget(
 
 
 def forget_all(*, user: Any) -> int:
-    """Delete every memory, summary and entity of the person and their histories; returns
-    the number of memories."""
+    """Delete every memory, summary and entity of the person and their histories, and what
+    waits for their review; returns the number of memories."""
+    from memory import review
     from memory.models import Entity, EntityEvent
 
     with transaction.atomic():
@@ -232,6 +233,7 @@ def forget_all(*, user: Any) -> int:
         ConversationSummary.objects.filter(user=user).delete()
         Entity.objects.filter(user=user).delete()
         EntityEvent.objects.filter(user=user).delete()
+        review.forget_all_pending(user=user)
     return per_model.get(Memory._meta.label, 0)
 
 
@@ -239,7 +241,10 @@ def forget_conversation(*, user: Any, conversation_id: int) -> int:
     """A conversation was deleted: its summary goes, and the memories learned in it stay
     (they are the person's facts) without its words or links to it. Returns the memories
     that lost their quote. Call inside the transaction that deletes the conversation."""
+    from memory import review  # review builds on this module
+
     ConversationSummary.objects.filter(user=user, conversation_id=conversation_id).delete()
+    review.forget_conversation(user=user, conversation_id=conversation_id)
     return (
         Memory.objects.for_user(user)
         .filter(source_conversation_id=conversation_id)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from memory import views
+from memory import review_views, views
 
 app_name = "memory"
 urlpatterns = [
@@ -18,4 +18,9 @@ urlpatterns = [
     path("summaries/<int:summary_id>/delete", views.delete_summary, name="delete-summary"),
     path("entities/<int:entity_id>/edit", views.edit_entity, name="edit-entity"),
     path("entities/<int:entity_id>/delete", views.delete_entity, name="delete-entity"),
+    path("review/settings", review_views.settings_view, name="review-settings"),
+    path("review/all", review_views.answer_all, name="review-all"),
+    path("review/<int:pending_id>/", review_views.item, name="review-item"),
+    path("review/<int:pending_id>/approve", review_views.approve, name="review-approve"),
+    path("review/<int:pending_id>/reject", review_views.reject, name="review-reject"),
 ]

@@ -39,6 +39,9 @@ def _page_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
         "results": selectors.memory_search(user=request.user, query=query) if query else None,
         "kinds": Memory.Kind.choices,
     }
+    from memory.review_views import review_context  # it renders this module's list
+
+    context.update(review_context(user=request.user))
     context.update(extra)
     return context
 
@@ -183,6 +186,9 @@ def learned(request: HttpRequest) -> HttpResponse:
         return HttpResponse(status=400, content="attempt must be a small whole number.")
     attempt = int(attempt_raw)
     run, memories = selectors.learned_from(user=request.user, source_message_id=int(raw))
+    from memory import review
+
+    pending = review.pending_list(user=request.user, source_message_id=int(raw)) if run else []
     return render(
         request,
         f"{TEMPLATE}#learned",
@@ -192,6 +198,8 @@ def learned(request: HttpRequest) -> HttpResponse:
             "message_id": raw,
             "attempt": attempt + 1,
             "retry": run is None and attempt < 15,
+            "pending": pending,
+            "kinds": Memory.Kind.choices,
         },
     )
 

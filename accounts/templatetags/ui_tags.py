@@ -59,6 +59,7 @@ SINGULAR = {
     "conversation summaries": "conversation summary",
     "memories": "memory",
     "email addresses": "email address",
+    "memories waiting for review": "memory waiting for review",
 }
 
 

@@ -432,15 +432,17 @@ def test_settings_turning_memory_off_is_stored_and_the_next_extraction_is_skippe
     user: Any, user_client: Client, fake_llm: FakeLLM
 ) -> None:
     fake_llm.responder = _propose_lisbon
-    assert user_client.get("/api/settings/").json() == {"memory_enabled": True}
+    assert user_client.get("/api/settings/").json() == {
+        "memory_enabled": True, "ask_before_remembering": False,
+    }  # fmt: skip
 
     response = user_client.put("/api/settings/", {"memory_enabled": False}, content_type=JSON)
 
     assert response.status_code == 200
-    assert response.json() == {"memory_enabled": False}
+    assert response.json() == {"memory_enabled": False, "ask_before_remembering": False}
     user.refresh_from_db()
     assert user.memory_enabled is False
-    assert user_client.get("/api/settings/").json() == {"memory_enabled": False}
+    assert user_client.get("/api/settings/").json()["memory_enabled"] is False
     conversation = chat_services.start_conversation(user=user)
     paused = _said(user, conversation, "I live in Lisbon.")
     chat_services.learn_from_message(message_id=paused.pk)

@@ -1,0 +1,610 @@
+"""Review before saving: with "Ask me before remembering" on, what a turn teaches waits.
+
+Pending items are never recalled or put in a prompt (read from the prompts the fake model
+received), are answered from the chat notice, the memory page and the API, leave no text when
+rejected or expired, go with erasure, and are exported marked pending. With the setting off,
+nothing changes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import services as account_services
+from chat import services as chat_services
+from chat.export import export_everything
+from chat.models import Conversation, Message
+from memory import retention, review
+from memory import services as memory_services
+from memory.models import Entity, ExtractionRun, Memory, MemoryEvent, PendingMemory
+from tests.accounts.test_erasure import _rows_containing
+from tests.fake_llm import FakeLLM
+
+pytestmark = pytest.mark.django_db
+
+HTMX = {"HX-Request": "true"}
+CANARY = "wombat-3c9d"
+# Where a person's own words stay after a rejection: their conversation (not memory).
+TRANSCRIPT = {"chat_message", "chat_conversation"}
+
+
+def _echo(request: dict[str, Any]) -> str | dict[str, Any]:
+    """A model that proposes what it is shown as a fact, and answers chats with 'Noted.'"""
+    schema = (request.get("response_format") or {}).get("schema") or {}
+    text = request["messages"][-1]["content"]
+    if "facts" in schema.get("properties", {}):
+        kind = "profile" if text.startswith("I live") else "fact"
+        names = [w.strip(".,") for w in text.split() if w[:1].isupper() and w not in ("I", "My")]
+        sentences = [s.strip() for s in text.split(". ") if s.strip()]
+        return {
+            "facts": [{"kind": kind, "content": sentence} for sentence in sentences],
+            "entities": [{"name": n, "type": "pet", "attributes": {}} for n in names[:1]],
+        }
+    if "decisions" in schema.get("properties", {}):
+        return {"decisions": []}
+    return "Noted."
+
+
+def _turn(user: Any, conversation: Conversation, text: str) -> Message:
+    """One chat turn, streamed to the end, then its extraction run in place."""
+    message, reply = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content=text
+    )
+
+    async def run() -> None:
+        async for _ in chat_services.stream_reply(user=user, message_id=reply.pk):
+            pass
+
+    async_to_sync(run)()
+    chat_services.learn_from_message(message_id=message.pk)
+    return message
+
+
+def _prompt(fake_llm: FakeLLM) -> str:
+    """Everything the chat model was sent for the last reply (streamed, unlike extraction)."""
+    replies = [r for r in fake_llm.chat_requests if r.get("stream")]
+    return json.dumps(replies[-1]["messages"])
+
+
+@pytest.fixture
+def reviewing(user: Any, fake_llm: FakeLLM, settings: Any) -> Any:
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
+    fake_llm.responder = _echo
+    account_services.set_ask_before_remembering(user=user, enabled=True)
+    return user
+
+
+# --- Pending, not recalled ---
+
+
+def test_with_review_on_a_turns_facts_wait_and_are_never_recalled_until_approved(
+    reviewing: Any, user_client: Client, fake_llm: FakeLLM
+) -> None:
+    user = reviewing
+    conversation = chat_services.start_conversation(user=user)
+    said = _turn(user, conversation, "I live in Lisbon.")
+
+    assert not Memory.objects.filter(user=user).exists()
+    item = PendingMemory.objects.get(user=user)
+    assert (item.operation, item.kind, item.content) == ("add", "profile", "I live in Lisbon.")
+    # Its provenance: the message, the conversation, the words, when.
+    assert (item.source_message_id, item.source_conversation_id) == (said.pk, conversation.pk)
+    assert item.source_excerpt == "I live in Lisbon."
+    assert item.expires_at > item.created_at
+    assert not MemoryEvent.objects.filter(user=user).exists()
+    assert ExtractionRun.objects.get(source_message_id=said.pk).added == 0
+
+    # Not in the next prompt (profile memories always are, when live), not in recall, not in
+    # any list or count.
+    later = chat_services.start_conversation(user=user)
+    _turn(user, later, "Where should I go for dinner tonight?")
+    assert "Lisbon" not in _prompt(fake_llm)
+    assert memory_services.recall(user=user, query="where do I live in Lisbon").items == []
+    assert user_client.get(reverse("api-memories")).json()["count"] == 0
+    assert user_client.get(reverse("api-memories"), {"q": "Lisbon"}).json()["count"] == 0
+    page = user_client.get(reverse("memory:index")).content.decode()
+    assert 'id="group-review"' in page and "I live in Lisbon." in page
+    profile = page.split('id="group-profile"')[1].split("</section>")[0]
+    assert "Lisbon" not in profile and "Nothing yet." in profile
+    assert account_services.erasure_preview(user=user)["memories"] == 0
+
+    response = user_client.post(reverse("api-pending-approve", args=[item.pk]))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["applied"] == "add" and body["memory"]["content"] == "I live in Lisbon."
+    memory = Memory.objects.get(user=user)
+    assert memory.source_message_id == said.pk and memory.source_excerpt == "I live in Lisbon."
+    assert not PendingMemory.objects.filter(user=user).exists()
+    _turn(user, later, "Any dinner ideas?")
+    assert "I live in Lisbon." in _prompt(fake_llm)
+
+
+def test_with_review_off_a_turn_is_remembered_at_once_as_before(
+    user: Any, user_client: Client, fake_llm: FakeLLM, settings: Any
+) -> None:
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
+    fake_llm.responder = _echo
+    assert user.ask_before_remembering is False  # the default
+    conversation = chat_services.start_conversation(user=user)
+    said = _turn(user, conversation, "I live in Lisbon.")
+
+    assert not PendingMemory.objects.exists()
+    memory = Memory.objects.get(user=user)
+    assert memory.content == "I live in Lisbon."
+    assert MemoryEvent.objects.get(memory_ref=memory.pk).action == "added"
+    notice = user_client.get(reverse("memory:learned"), {"message": said.pk}).content.decode()
+    assert "Remembered:" in notice and "Remember this?" not in notice
+    page = user_client.get(reverse("memory:index")).content.decode()
+    assert 'id="group-review"' not in page
+    _turn(user, conversation, "Dinner ideas?")
+    assert "I live in Lisbon." in _prompt(fake_llm)
+
+
+# --- The chat notice ---
+
+
+def test_the_chat_notice_asks_and_yes_remembers(reviewing: Any, user_client: Client) -> None:
+    user = reviewing
+    said = _turn(user, chat_services.start_conversation(user=user), "I live in Lisbon.")
+    item = PendingMemory.objects.get(user=user)
+
+    notice = user_client.get(reverse("memory:learned"), {"message": said.pk}, headers=HTMX)
+
+    html = notice.content.decode()
+    assert "Remember this?" in html and "I live in Lisbon." in html
+    assert "Remembered:" not in html
+    for label in (">Yes<", ">Edit<", ">No<"):
+        assert label in html
+    response = user_client.post(
+        reverse("memory:review-approve", args=[item.pk]), {"from": "chat"}, headers=HTMX
+    )
+    assert response.status_code == 200
+    assert "Remembered:" in response.content.decode()
+    assert "memories-changed" in response.headers["HX-Trigger"]
+    assert Memory.objects.get(user=user).content == "I live in Lisbon."
+    # Answered: the notice, polled again, asks nothing more.
+    again = user_client.get(reverse("memory:learned"), {"message": said.pk}).content.decode()
+    assert "Remember this?" not in again and "Remembered:" in again
+
+
+def test_the_chat_notice_edit_then_yes_remembers_my_words(
+    reviewing: Any, user_client: Client
+) -> None:
+    user = reviewing
+    _turn(user, chat_services.start_conversation(user=user), "I live in Lisbon.")
+    item = PendingMemory.objects.get(user=user)
+
+    form = user_client.get(
+        reverse("memory:review-item", args=[item.pk]), {"mode": "edit", "from": "chat"}
+    )
+    assert form.status_code == 200 and "<textarea" in form.content.decode()
+    response = user_client.post(
+        reverse("memory:review-approve", args=[item.pk]),
+        {"from": "chat", "content": "I live in Lisbon, near the river", "kind": "profile"},
+        headers=HTMX,
+    )
+
+    assert response.status_code == 200
+    assert "I live in Lisbon, near the river" in response.content.decode()
+    memory = Memory.objects.get(user=user)
+    assert memory.content == "I live in Lisbon, near the river"
+    # Edited by the person: their history says so; the provenance stays.
+    assert MemoryEvent.objects.get(memory_ref=memory.pk).actor == "user"
+    assert memory.source_excerpt == "I live in Lisbon."
+
+
+def test_an_edit_that_is_a_secret_or_empty_is_refused_and_the_item_keeps_waiting(
+    reviewing: Any, user_client: Client
+) -> None:
+    user = reviewing
+    _turn(user, chat_services.start_conversation(user=user), "I live in Lisbon.")
+    item = PendingMemory.objects.get(user=user)
+
+    secret = user_client.post(
+        reverse("memory:review-approve", args=[item.pk]),
+        {"from": "chat", "content": "My password is hunter2-Xy9!"},
+        headers=HTMX,
+    )
+    empty = user_client.post(
+        reverse("api-pending-approve", args=[item.pk]), {"content": "   "}, "application/json"
+    )
+
+    assert secret.status_code == 400 and "secret" in secret.content.decode()
+    assert secret.headers["HX-Retarget"] == f"#pending-{item.pk} .form-error"
+    assert empty.status_code == 400
+    assert set(empty.json()) == {"detail", "errors"} and "content" in empty.json()["errors"]
+    assert PendingMemory.objects.filter(pk=item.pk).exists()
+    assert not Memory.objects.filter(user=user).exists()
+    assert "hunter2" not in json.dumps(_rows_containing("hunter2"))
+
+
+def test_no_in_the_chat_leaves_no_text_anywhere(reviewing: Any, user_client: Client) -> None:
+    user = reviewing
+    said = _turn(
+        user, chat_services.start_conversation(user=user), f"My hamster is called {CANARY}."
+    )
+    assert "memory_pendingmemory" in _rows_containing(CANARY)
+    item = PendingMemory.objects.get(user=user)
+
+    response = user_client.post(
+        reverse("memory:review-reject", args=[item.pk]), {"from": "chat"}, headers=HTMX
+    )
+
+    assert response.status_code == 200 and "Not remembered." in response.content.decode()
+    # Only the person's own message (their transcript) holds the words.
+    assert set(_rows_containing(CANARY)) <= TRANSCRIPT
+    assert not Memory.objects.filter(user=user).exists()
+    assert not Entity.objects.filter(user=user).exists()
+    assert not MemoryEvent.objects.filter(user=user).exists()
+    exported = export_everything(user=user)
+    assert exported["pending_memories"] == [] and exported["memories"] == []
+    notice = user_client.get(reverse("memory:learned"), {"message": said.pk}).content.decode()
+    assert CANARY not in notice
+
+
+def test_yes_to_all_and_no_to_all_in_the_chat_answer_one_messages_items(
+    reviewing: Any, user_client: Client
+) -> None:
+    user = reviewing
+    conversation = chat_services.start_conversation(user=user)
+    first = _turn(user, conversation, "I live in Lisbon. I work as a nurse.")
+    second = _turn(user, conversation, "I have a cat called Miso.")
+    assert PendingMemory.objects.filter(source_message_id=first.pk).count() >= 2
+    notice = user_client.get(reverse("memory:learned"), {"message": first.pk}).content.decode()
+    assert "Yes to all" in notice
+
+    response = user_client.post(
+        reverse("memory:review-all"),
+        {"answer": "approve", "from": "chat", "message": str(first.pk)},
+        headers=HTMX,
+    )
+
+    assert response.status_code == 200
+    contents = set(Memory.objects.filter(user=user).values_list("content", flat=True))
+    assert {"I live in Lisbon.", "I work as a nurse."} <= contents
+    assert "Miso" not in " ".join(contents)
+    assert PendingMemory.objects.filter(source_message_id=second.pk).exists()
+    user_client.post(
+        reverse("memory:review-all"),
+        {"answer": "reject", "from": "chat", "message": str(second.pk)},
+        headers=HTMX,
+    )
+    assert not PendingMemory.objects.filter(user=user).exists()
+    assert set(_rows_containing("Miso")) <= TRANSCRIPT
+
+
+# --- Reconciliation shown as what it would change ---
+
+
+def test_a_new_value_for_a_slot_asks_to_replace_and_yes_replaces_it_with_history(
+    reviewing: Any, user_client: Client, fake_llm: FakeLLM
+) -> None:
+    user = reviewing
+    old = memory_services.remember(user=user, content="I live in Lisbon.", kind="profile")
+    conversation = chat_services.start_conversation(user=user)
+    _turn(user, conversation, "I live in Berlin.")
+
+    item = PendingMemory.objects.get(user=user)
+    assert (item.operation, item.target_id) == ("update", old.pk)
+    old.refresh_from_db()
+    assert old.content == "I live in Lisbon."  # unchanged until approved
+    page = user_client.get(reverse("memory:index")).content.decode()
+    assert (
+        'Replace <q class="old">I live in Lisbon.</q> with <q class="new">I live in Berlin.</q>'
+        in page
+    )
+    listed = user_client.get(reverse("api-pending")).json()["results"][0]
+    assert listed["question"] == "Replace “I live in Lisbon.” with “I live in Berlin.”?"
+    assert listed["target"] == {"id": old.pk, "content": "I live in Lisbon."}
+    _turn(user, chat_services.start_conversation(user=user), "Any dinner ideas?")
+    assert "Berlin" not in _prompt(fake_llm) and "I live in Lisbon." in _prompt(fake_llm)
+
+    response = user_client.post(
+        reverse("memory:review-approve", args=[item.pk]), {"from": "page"}, headers=HTMX
+    )
+
+    assert response.status_code == 200
+    assert 'id="group-review"' not in response.content.decode()
+    old.refresh_from_db()
+    assert old.content == "I live in Berlin."  # the same memory, replaced
+    update = MemoryEvent.objects.get(memory_ref=old.pk, action="updated")
+    assert (update.old_content, update.new_content) == ("I live in Lisbon.", "I live in Berlin.")
+
+
+def test_approving_an_update_whose_memory_was_edited_since_is_a_409_then_goes_ahead(
+    reviewing: Any, user_client: Client
+) -> None:
+    user = reviewing
+    old = memory_services.remember(user=user, content="I live in Lisbon.", kind="profile")
+    _turn(user, chat_services.start_conversation(user=user), "I live in Berlin.")
+    item = PendingMemory.objects.get(user=user)
+    memory_services.update_memory(user=user, memory_id=old.pk, content="I live in Porto.")
+
+    conflict = user_client.post(reverse("api-pending-approve", args=[item.pk]))
+
+    assert conflict.status_code == 409
+    assert "I live in Porto." in conflict.json()["detail"]
+    assert Memory.objects.get(pk=old.pk).content == "I live in Porto."
+    # The item now shows the memory as it reads; approving again applies it.
+    shown = user_client.get(reverse("api-pending-item", args=[item.pk])).json()
+    assert shown["question"] == "Replace “I live in Porto.” with “I live in Berlin.”?"
+    again = user_client.post(reverse("api-pending-approve", args=[item.pk]))
+    assert again.status_code == 200 and again.json()["applied"] == "update"
+    assert Memory.objects.get(pk=old.pk).content == "I live in Berlin."
+
+
+def test_approving_an_update_whose_memory_was_deleted_adds_it(
+    reviewing: Any, user_client: Client
+) -> None:
+    user = reviewing
+    old = memory_services.remember(user=user, content="I live in Lisbon.", kind="profile")
+    _turn(user, chat_services.start_conversation(user=user), "I live in Berlin.")
+    item = PendingMemory.objects.get(user=user)
+    memory_services.forget(user=user, memory_id=old.pk)
+    assert user_client.get(reverse("api-pending-item", args=[item.pk])).json()["applies_as"] == (
+        "add"
+    )
+
+    response = user_client.post(reverse("api-pending-approve", args=[item.pk]))
+
+    assert response.status_code == 200 and response.json()["applied"] == "add"
+    assert list(Memory.objects.filter(user=user).values_list("content", flat=True)) == [
+        "I live in Berlin."
+    ]
+
+
+def test_a_repeat_asks_to_confirm_and_yes_confirms_without_a_copy(
+    reviewing: Any, user_client: Client
+) -> None:
+    user = reviewing
+    old = memory_services.remember(user=user, content="I live in Lisbon.", kind="profile")
+    _turn(user, chat_services.start_conversation(user=user), "I live in Lisbon.")
+    item = PendingMemory.objects.get(user=user)
+    assert item.operation == "confirm"
+    assert review.pending_for(user=user, pending_id=item.pk).question == (
+        "You said again “I live in Lisbon.”. Keep it longer?"
+    )
+
+    response = user_client.post(reverse("api-pending-approve", args=[item.pk]))
+
+    assert response.json()["applied"] == "confirm"
+    old.refresh_from_db()
+    assert old.confirmations == 1 and Memory.objects.filter(user=user).count() == 1
+
+
+def test_an_unreviewed_newer_value_replaces_the_older_unreviewed_one(reviewing: Any) -> None:
+    user = reviewing
+    conversation = chat_services.start_conversation(user=user)
+    _turn(user, conversation, "I live in Lisbon.")
+    _turn(user, conversation, "I live in Lisbon.")  # said again: not asked twice
+    _turn(user, conversation, "I live in Berlin.")
+
+    assert list(PendingMemory.objects.filter(user=user).values_list("content", flat=True)) == [
+        "I live in Berlin."
+    ]
+
+
+# --- The page and the API ---
+
+
+def test_the_page_answers_items_one_by_one_and_all_at_once(
+    reviewing: Any, user_client: Client
+) -> None:
+    user = reviewing
+    conversation = chat_services.start_conversation(user=user)
+    _turn(user, conversation, "I live in Lisbon.")
+    _turn(user, conversation, "I have a dog called Bruno.")
+    _turn(user, conversation, "I play the cello on Sundays.")
+    lisbon, bruno, cello = PendingMemory.objects.filter(user=user).order_by("id")
+
+    page = user_client.get(reverse("memory:index")).content.decode()
+    assert "Waiting for review" in page and "Yes to all" in page
+    edited = user_client.post(
+        reverse("memory:review-approve", args=[bruno.pk]),
+        {"from": "page", "content": "I have a beagle called Bruno"},
+        headers=HTMX,
+    )
+    assert edited.status_code == 200 and "I have a beagle called Bruno" in edited.content.decode()
+    # The turn's entity is learned with the approved memory that names it.
+    entity = Entity.objects.get(user=user, key="bruno")
+    assert list(entity.memories.values_list("content", flat=True)) == [
+        "I have a beagle called Bruno"
+    ]
+    rejected = user_client.post(
+        reverse("memory:review-reject", args=[cello.pk]), {"from": "page"}, headers=HTMX
+    )
+    assert rejected.status_code == 200 and "cello" not in rejected.content.decode()
+    everything = user_client.post(
+        reverse("memory:review-all"), {"answer": "approve", "from": "page"}, headers=HTMX
+    )
+    assert everything.status_code == 200
+    assert 'id="group-review"' not in everything.content.decode()
+    assert set(Memory.objects.filter(user=user).values_list("content", flat=True)) == {
+        "I live in Lisbon.", "I have a beagle called Bruno",
+    }  # fmt: skip
+    assert set(_rows_containing("cello")) <= TRANSCRIPT
+    assert lisbon.pk not in PendingMemory.objects.values_list("pk", flat=True)
+
+
+def test_the_api_lists_pages_and_answers_only_my_items(
+    reviewing: Any, other_user: Any, user_client: Client
+) -> None:
+    user = reviewing
+    conversation = chat_services.start_conversation(user=user)
+    said = _turn(user, conversation, "I live in Lisbon.")
+    _turn(user, conversation, "I have a dog called Bruno.")
+    account_services.set_ask_before_remembering(user=other_user, enabled=True)
+    theirs = _turn(other_user, chat_services.start_conversation(user=other_user), "I live in Oslo.")
+    their_item = PendingMemory.objects.get(source_message_id=theirs.pk)
+
+    listed = user_client.get(reverse("api-pending"), {"limit": 1}).json()
+    assert listed["count"] == 2 and len(listed["results"]) == 1 and listed["next"]
+    first = listed["results"][0]
+    assert first["operation"] == "add" and first["content"] == "I live in Lisbon."
+    assert first["provenance"]["message_id"] == said.pk
+    assert first["provenance"]["excerpt"] == "I live in Lisbon."
+    only = user_client.get(reverse("api-pending"), {"message": said.pk}).json()
+    assert [r["content"] for r in only["results"]] == ["I live in Lisbon."]
+    assert user_client.get(reverse("api-pending"), {"message": "x"}).status_code == 400
+    assert user_client.get(reverse("api-pending"), {"limit": "0"}).status_code == 400
+    # Someone else's item is not found, whatever is asked of it.
+    for method, name in (
+        ("get", "api-pending-item"), ("post", "api-pending-approve"),
+        ("post", "api-pending-reject"), ("delete", "api-pending-item"),
+    ):  # fmt: skip
+        response = getattr(user_client, method)(reverse(name, args=[their_item.pk]))
+        assert response.status_code == 404, (method, name)
+        assert "Oslo" not in response.content.decode()
+    assert PendingMemory.objects.filter(pk=their_item.pk).exists()
+
+    rejected = user_client.post(
+        reverse("api-pending-reject-all"), {"message_id": said.pk}, "application/json"
+    )
+    assert rejected.json() == {"rejected": 1}
+    approved = user_client.post(reverse("api-pending-approve-all"), {}, "application/json")
+    assert approved.status_code == 200
+    assert [a["memory"]["content"] for a in approved.json()["approved"]] == [
+        "I have a dog called Bruno."
+    ]
+    assert approved.json()["conflicts"] == {}
+    assert user_client.get(reverse("api-pending")).json()["count"] == 0
+    assert PendingMemory.objects.filter(pk=their_item.pk).exists()
+    bad = user_client.post(
+        reverse("api-pending-approve-all"), {"message_id": "x"}, "application/json"
+    )
+    assert bad.status_code == 400 and set(bad.json()) == {"detail", "errors"}
+
+
+def test_the_setting_is_on_the_memory_page_the_account_page_the_api_and_the_export(
+    user: Any, user_client: Client
+) -> None:
+    page = user_client.get(reverse("memory:index")).content.decode()
+    assert "Ask me before remembering: off" in page
+    account = user_client.get(reverse("accounts:account")).content.decode()
+    assert "“Ask me before remembering” is off: Mnemo remembers without asking." in account
+    assert user_client.get(reverse("api-settings")).json() == {
+        "memory_enabled": True, "ask_before_remembering": False,
+    }  # fmt: skip
+
+    switched = user_client.post(
+        reverse("memory:review-settings"), {"enabled": "true"}, headers=HTMX
+    )
+    assert (
+        switched.status_code == 200 and "Ask me before remembering: on" in switched.content.decode()
+    )
+    user.refresh_from_db()
+    assert user.ask_before_remembering is True
+    # From the account page (no htmx): back to the account page.
+    back = user_client.post(
+        reverse("memory:review-settings"), {"enabled": "false", "next": "/account/"}
+    )
+    assert back.status_code == 302 and back.headers["Location"] == "/account/"
+    away = user_client.post(
+        reverse("memory:review-settings"), {"enabled": "false", "next": "https://evil.example/"}
+    )
+    assert away.headers["Location"] == reverse("memory:index")
+    put = user_client.put(
+        reverse("api-settings"),
+        {"memory_enabled": True, "ask_before_remembering": True},
+        "application/json",
+    )
+    assert put.json()["ask_before_remembering"] is True
+    # Leaving it out keeps it; a non-boolean is a 400.
+    kept = user_client.put(reverse("api-settings"), {"memory_enabled": True}, "application/json")
+    assert kept.json()["ask_before_remembering"] is True
+    wrong = user_client.put(
+        reverse("api-settings"),
+        {"memory_enabled": True, "ask_before_remembering": "yes"},
+        "application/json",
+    )
+    assert wrong.status_code == 400
+    assert user_client.get(reverse("api-account")).json()["ask_before_remembering"] is True
+    assert export_everything(user=user)["profile"]["ask_before_remembering"] is True
+
+
+# --- Expiry, erasure, export ---
+
+
+def test_pending_items_expire_unread_and_the_sweep_leaves_no_text(
+    reviewing: Any, user_client: Client, settings: Any
+) -> None:
+    user = reviewing
+    settings.MEMORY_REVIEW_TTL_HOURS = 2
+    _turn(user, chat_services.start_conversation(user=user), f"My hamster is called {CANARY}.")
+    item = PendingMemory.objects.get(user=user)
+    assert item.expires_at == item.created_at + timedelta(hours=2)
+
+    # Its time passes (set in the database, whose clock decides).
+    PendingMemory.objects.filter(pk=item.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    # Past its time it is no longer offered, even before the sweep removes it.
+    assert user_client.get(reverse("api-pending")).json()["count"] == 0
+    assert user_client.post(reverse("api-pending-approve", args=[item.pk])).status_code == 404
+    assert "Waiting for review" not in user_client.get(reverse("memory:index")).content.decode()
+    run = retention.run_retention()
+
+    assert run.expired.get("pending review") == 1
+    assert not PendingMemory.objects.filter(user=user).exists()
+    assert set(_rows_containing(CANARY)) <= TRANSCRIPT
+    assert not Memory.objects.filter(user=user).exists()
+
+
+def test_forget_everything_and_account_erasure_take_pending_items(
+    reviewing: Any, user_client: Client
+) -> None:
+    user = reviewing
+    _turn(user, chat_services.start_conversation(user=user), f"My hamster is called {CANARY}.")
+    assert PendingMemory.objects.filter(user=user).exists()
+    assert account_services.erasure_preview(user=user)["memories waiting for review"] == 1
+
+    user_client.post(reverse("memory:forget-all"), {"confirm": "forget everything"})
+    assert not PendingMemory.objects.filter(user=user).exists()
+
+    _turn(user, chat_services.start_conversation(user=user), f"My parrot is called {CANARY}.")
+    assert PendingMemory.objects.filter(user=user).exists()
+    receipt = account_services.erase_account(user=user)
+    assert receipt.counts["memories waiting for review"] == 1
+    assert _rows_containing(CANARY) == {}
+
+
+def test_the_export_holds_pending_items_marked_pending_with_their_provenance(
+    reviewing: Any,
+) -> None:
+    user = reviewing
+    said = _turn(user, chat_services.start_conversation(user=user), "I live in Lisbon.")
+
+    exported = export_everything(user=user)
+
+    assert exported["memories"] == []
+    (pending,) = exported["pending_memories"]
+    assert pending["status"] == "pending" and pending["operation"] == "add"
+    assert pending["content"] == "I live in Lisbon."
+    assert pending["source"]["message_id"] == said.pk
+    assert pending["expires_at"]
+
+
+def test_deleting_the_conversation_keeps_the_item_without_its_words(
+    reviewing: Any, user_client: Client
+) -> None:
+    user = reviewing
+    conversation = chat_services.start_conversation(user=user)
+    _turn(user, conversation, f"My hamster is called {CANARY}. I live in Lisbon.")
+    lisbon = PendingMemory.objects.get(user=user, content="I live in Lisbon.")
+    PendingMemory.objects.filter(user=user).exclude(pk=lisbon.pk).delete()
+
+    user_client.post(reverse("chat:delete", args=[conversation.pk]))
+
+    lisbon.refresh_from_db()
+    assert lisbon.source_deleted and lisbon.source_excerpt == ""
+    assert (lisbon.source_message_id, lisbon.source_conversation_id) == (None, None)
+    assert _rows_containing(CANARY) == {}
