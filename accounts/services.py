@@ -55,6 +55,7 @@ ERASED_LABELS = {
     "memory.ConversationSummary": "conversation summaries",
     "memory.ExtractionRun": "extraction runs",
     "memory.Entity": "people, pets and places",
+    "memory.LocalOnlyRules": "local-only settings",
     "account.EmailAddress": "email addresses",
 }
 

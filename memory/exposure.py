@@ -241,3 +241,17 @@ def route(
 
 def for_conversation(conversation: Any) -> endpoints.Endpoint:
     return endpoints.get(getattr(conversation, "endpoint", ""))
+
+
+# --- Writes ---
+
+
+def set_memory_local_only(*, user: Any, memory_id: int, local_only: bool | None) -> Memory:
+    """Keep one memory on local models (True), let it go to any model (False), or follow the
+    person's rules again (None). One UPDATE scoped to the person; raises MemoryGone."""
+    from memory.services import MemoryGone
+
+    updated = Memory.objects.for_user(user).filter(pk=memory_id).update(local_only=local_only)
+    if not updated:
+        raise MemoryGone("This memory no longer exists; it may have been deleted elsewhere.")
+    return Memory.objects.for_user(user).get(pk=memory_id)

@@ -644,7 +644,8 @@ def extract(
         strict = model_class.configured_class(settings.LLM_BACKGROUND_MODEL) == model_class.SMALL
     try:
         if route is not None and endpoint is None:
-            proposed, proposed_entities = [], []  # must stay local; no local model to ask
+            # It must stay local and no local model is configured: nothing to ask.
+            proposed, proposed_entities = list[Candidate](), list[EntityCandidate]()
         else:
             outcome.llm_calls += 1
             proposed, proposed_entities = propose(text, example=not strict, route=route)
