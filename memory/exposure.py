@@ -41,7 +41,10 @@ CATEGORIES = ((HEALTH, "Health (allergies, medication, diagnoses, conditions)"),
 SUMMARY = "summary"
 # What a person can keep local, in the order the settings show them.
 KEYS = (
-    *((kind, label) for kind, label in Memory.Kind.choices),
+    (Memory.Kind.PROFILE.value, "Profile (name, job, where you live)"),
+    (Memory.Kind.PREFERENCE.value, "Preferences"),
+    (Memory.Kind.FACT.value, "Facts"),
+    (Memory.Kind.TASK.value, "Tasks"),
     (SUMMARY, "Conversation summaries"),
     *CATEGORIES,
 )
