@@ -309,21 +309,24 @@ class EntityDetailApi(APIView):
         return Response(status=204)
 
 
+class LocalOnlyRules(serializers.Serializer):
+    """One optional boolean per kind and category: true keeps it off hosted models."""
+
+    def __init__(self, *args: Any, required: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, required=required, **kwargs)
+        for key, label in exposure.KEYS:
+            self.fields[key] = StrictBooleanField(required=required, help_text=label)
+
+
 class LocalOnlyApi(APIView):
     """Which memory kinds (and the health category) stay on local models."""
 
     class LocalOnlyRulesOutput(serializers.Serializer):
-        local_only = serializers.DictField(
-            child=serializers.BooleanField(),
-            help_text="Each of "
-            + ", ".join(exposure.KEY_NAMES)
-            + ": true keeps it off hosted models.",
-        )
+        local_only = LocalOnlyRules()
 
     class LocalOnlyRulesInput(serializers.Serializer):
-        local_only = serializers.DictField(
-            child=StrictBooleanField(),
-            help_text="Any of " + ", ".join(exposure.KEY_NAMES) + "; the others stay as they are.",
+        local_only = LocalOnlyRules(
+            required=False, help_text="Those given change; the others stay as they are."
         )
 
     @extend_schema(responses={200: LocalOnlyRulesOutput, **errors(*AUTH_ERRORS)})
@@ -333,10 +336,11 @@ class LocalOnlyApi(APIView):
     @extend_schema(
         request=LocalOnlyRulesInput,
         responses={200: LocalOnlyRulesOutput, **errors(*BODY_ERRORS, *AUTH_ERRORS)},
-        description="Change what stays local; an unknown kind or category is a 400.",
+        description="Change what stays on local models: memory kinds, summaries and health.",
     )
     def put(self, request: Request) -> Response:
         data = self.LocalOnlyRulesInput(data=request.data)
         data.is_valid(raise_exception=True)
-        rules = exposure.set_rules(user=request.user, local_only=data.validated_data["local_only"])
+        changes = data.validated_data.get("local_only") or {}
+        rules = exposure.set_rules(user=request.user, local_only=dict(changes))
         return Response({"local_only": rules.as_dict()})
