@@ -300,3 +300,14 @@ def test_erasure_leaves_no_local_only_settings(user: Any) -> None:
     assert not LocalOnlyRules.objects.filter(user_id=user.pk).exists()
     assert not Memory.objects.filter(pk=memory.pk).exists()
     assert receipt.counts["local-only settings"] == 1
+
+
+def test_a_diagnosis_is_read_deterministically_and_kept_local(user: Any) -> None:
+    from memory import statements
+
+    reading = statements.read("I was diagnosed with asthma last year.")
+    assert [(s.content, s.slot) for s in reading.statements] == [
+        ("I have been diagnosed with asthma.", "condition:asthma")
+    ]
+    rules = exposure.rules_for(user=user)
+    assert rules.reason(kind="fact", content=reading.statements[0].content) == "health"
