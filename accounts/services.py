@@ -64,6 +64,7 @@ ERASED_LABELS = {
     "memory.ExtractionRun": "extraction runs",
     "memory.Entity": "people, pets and places",
     "memory.PendingMemory": "memories waiting for review",
+    "memory.LocalOnlyRules": "local-only settings",
     "account.EmailAddress": "email addresses",
 }
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,7 +16,9 @@ from chat import selectors, services
 from chat.export import export_everything
 from chat.models import Conversation, Message
 from chat.views import reply_stream_events, streaming_response
+from config import endpoints
 from config.api import Pagination, StrictBooleanField, TextField, errors, paginated
+from memory import exposure
 
 # Every operation may answer these: no credentials (401), a session without its CSRF token
 # (403), a database or Redis restarting (503, with Retry-After).
@@ -25,9 +27,51 @@ BODY_ERRORS = (400, 413, 415)
 
 
 class ConversationOutput(serializers.ModelSerializer):
+    endpoint = serializers.SerializerMethodField(
+        help_text="The model endpoint that answers (GET /api/endpoints/ lists them)."
+    )
+    endpoint_local = serializers.SerializerMethodField(
+        help_text="Whether that endpoint is local: local-only memories go only to local ones."
+    )
+
     class Meta:
         model = Conversation
-        fields = ["id", "title", "incognito", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "title",
+            "incognito",
+            "endpoint",
+            "endpoint_local",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_endpoint(self, conversation: Conversation) -> str:
+        return exposure.for_conversation(conversation).name
+
+    def get_endpoint_local(self, conversation: Conversation) -> bool:
+        return exposure.for_conversation(conversation).local
+
+
+def endpoint_field() -> serializers.ChoiceField:
+    """The configured endpoints' names, read when the serializer is built (so the schema's
+    enum is what this server accepts)."""
+    names = [endpoint.name for endpoint in endpoints.all_endpoints()]
+    return serializers.ChoiceField(
+        choices=names,
+        required=False,
+        help_text="The model endpoint that answers (GET /api/endpoints/ lists them).",
+        error_messages={
+            "invalid_choice": f"Unknown model endpoint '{{input}}': choose one of "
+            f"{', '.join(names)}."
+        },
+    )
+
+
+class WithEndpoint(serializers.Serializer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["endpoint"] = endpoint_field()
 
 
 class MessageOutput(serializers.ModelSerializer):
@@ -42,7 +86,7 @@ class MessageOutput(serializers.ModelSerializer):
 class ConversationListApi(APIView):
     pagination_class = Pagination
 
-    class ConversationCreateInput(serializers.Serializer):
+    class ConversationCreateInput(WithEndpoint):
         title = TextField(max_length=120, required=False, allow_blank=True)
         incognito = StrictBooleanField(required=False, default=False)
 
@@ -66,7 +110,7 @@ class ConversationListApi(APIView):
 
 
 class ConversationDetailApi(APIView):
-    class ConversationRenameInput(serializers.Serializer):
+    class ConversationRenameInput(WithEndpoint):
         title = TextField(max_length=120, required=False)
 
     @extend_schema(responses={200: ConversationOutput, **errors(404, *AUTH_ERRORS)})
@@ -79,18 +123,26 @@ class ConversationDetailApi(APIView):
     @extend_schema(
         request=ConversationRenameInput,
         responses={200: ConversationOutput, **errors(*BODY_ERRORS, 404, *AUTH_ERRORS)},
-        description="Rename the conversation; without a title, nothing changes.",
+        description="Rename the conversation, or choose the model endpoint that answers from "
+        "now on; what is left out stays as it is.",
     )
     def patch(self, request: Request, conversation_id: int) -> Response:
         data = self.ConversationRenameInput(data=request.data)
         data.is_valid(raise_exception=True)
-        if "title" not in data.validated_data:
-            conversation = selectors.conversation_for(
-                user=request.user, conversation_id=conversation_id
+        if "title" in data.validated_data:
+            services.rename_conversation(
+                user=request.user,
+                conversation_id=conversation_id,
+                title=data.validated_data["title"],
             )
-            return Response(ConversationOutput(conversation).data)
-        conversation = services.rename_conversation(
-            user=request.user, conversation_id=conversation_id, title=data.validated_data["title"]
+        if "endpoint" in data.validated_data:
+            services.set_conversation_endpoint(
+                user=request.user,
+                conversation_id=conversation_id,
+                endpoint=data.validated_data["endpoint"],
+            )
+        conversation = selectors.conversation_for(
+            user=request.user, conversation_id=conversation_id
         )
         return Response(ConversationOutput(conversation).data)
 
@@ -181,3 +233,28 @@ class ExportApi(APIView):
     )
     def get(self, request: Request) -> Response:
         return Response(export_everything(user=request.user))
+
+
+# `label` cannot be a declared field (Field.label), hence an inline serializer.
+EndpointOutput = inline_serializer(
+    "Endpoint",
+    {
+        "name": serializers.CharField(),
+        "label": serializers.CharField(),
+        "local": serializers.BooleanField(
+            help_text="Local endpoints may see local-only memories; hosted ones never do."
+        ),
+        "default": serializers.BooleanField(),
+        "model": serializers.CharField(),
+    },
+    many=True,
+)
+
+
+class EndpointListApi(APIView):
+    @extend_schema(
+        responses={200: EndpointOutput, **errors(*AUTH_ERRORS)},
+        description="The model endpoints a conversation may use (never their addresses or keys).",
+    )
+    def get(self, request: Request) -> Response:
+        return Response([endpoint.describe() for endpoint in endpoints.all_endpoints()])

@@ -6,6 +6,7 @@ from chat import api
 
 urlpatterns = [
     path("export/", api.ExportApi.as_view(), name="api-export"),
+    path("endpoints/", api.EndpointListApi.as_view(), name="api-endpoints"),
     path("conversations/", api.ConversationListApi.as_view(), name="api-conversations"),
     path(
         "conversations/<int:conversation_id>/",

@@ -9,6 +9,7 @@ from django.db.models import Prefetch
 from django.utils import timezone
 
 from chat.models import Conversation, Message
+from memory import exposure
 from memory.models import (
     ConversationSummary,
     Entity,
@@ -29,6 +30,7 @@ def _time(value: datetime | None) -> str | None:
 def export_everything(*, user: Any) -> dict[str, Any]:
     """The person's profile, memories with provenance and history, summaries, conversations
     with every message, and extraction runs. Read-only; every query scoped to the user."""
+    rules = exposure.rules_for(user=user)
     events_by_memory: dict[int, list[dict[str, Any]]] = {}
     events = MemoryEvent.objects.filter(user=user).order_by("created_at", "id")
     for event in events:
@@ -49,6 +51,10 @@ def export_everything(*, user: Any) -> dict[str, Any]:
             "content": memory.content,
             "importance": memory.importance,
             "pinned": memory.pinned,
+            # Set on the memory (true/false), or null to follow the rules below.
+            "local_only_setting": memory.local_only,
+            "local_only": exposure.memory_reason(memory, rules) is not None,
+            "category": exposure.category_of(memory.content),
             "source": memory.provenance(),
             "created_at": _time(memory.created_at),
             "updated_at": _time(memory.updated_at),
@@ -71,6 +77,7 @@ def export_everything(*, user: Any) -> dict[str, Any]:
             "id": conversation.pk,
             "title": conversation.title,
             "incognito": conversation.incognito,
+            "endpoint": exposure.for_conversation(conversation).name,
             "created_at": _time(conversation.created_at),
             "updated_at": _time(conversation.updated_at),
             "messages": [
@@ -88,6 +95,7 @@ def export_everything(*, user: Any) -> dict[str, Any]:
                     "recall": message.recall,
                     # Said while memory was on (and not incognito): what may be learned.
                     "learnable": message.learnable,
+                    "endpoint": message.endpoint,
                 }
                 for message in conversation.messages.all()
             ],
@@ -103,6 +111,7 @@ def export_everything(*, user: Any) -> dict[str, Any]:
             "conversation_title": summary.conversation_title,
             "content": summary.content,
             "message_count": summary.message_count,
+            "local_only": rules.reason(kind=exposure.SUMMARY, content=summary.content) is not None,
             "updated_at": _time(summary.updated_at),
         }
         for summary in ConversationSummary.objects.filter(user=user).order_by("id")
@@ -157,6 +166,8 @@ def export_everything(*, user: Any) -> dict[str, Any]:
             "date_joined": _time(user.date_joined),
             "memory_enabled": user.memory_enabled,
             "ask_before_remembering": user.ask_before_remembering,
+            # What stays on local models: each memory kind, summaries and health.
+            "local_only": rules.as_dict(),
         },
         "memories": memories,
         # Proposed while "Ask me before remembering" was on; never used until approved.

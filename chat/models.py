@@ -21,6 +21,9 @@ class Conversation(models.Model):
     title = models.CharField(max_length=120, blank=True)
     # Incognito conversations are never learned from and never recalled.
     incognito = models.BooleanField(default=False)
+    # The model endpoint that answers (config/endpoints.py, by name); "" is the default one,
+    # and so is a name the operator has since removed.
+    endpoint = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -87,6 +90,9 @@ class Message(models.Model):
     # said while it was off is never learned from or summarized, even by a sweep that runs
     # after memory is switched back on.
     learnable = models.BooleanField(default=True)
+    # The endpoint this was said to (the conversation's when it was sent): text said to a
+    # local endpoint never goes to a hosted one (memory/exposure.py). "" is the default one.
+    endpoint = models.CharField(max_length=64, blank=True, default="")
     # The memories recall put into this reply's prompt (shown as "Used N memories").
     # No database-level foreign keys on the link rows: PostgreSQL checks a foreign key once
     # per deleted row, and erasing 100,000 memories spent 9 s on those checks alone

@@ -27,10 +27,11 @@ from django.utils import timezone
 from accounts.services import user_cache_prefix
 from chat import commands
 from chat.models import Conversation, Message
-from config import llm, model_class
+from config import endpoints, llm, model_class
 from config.errors import DomainError
 from config.middleware import is_outage
 from memory import embeddings as memory_embeddings
+from memory import exposure
 from memory import extraction as memory_extraction
 from memory import privacy as memory_privacy
 from memory import services as memory_services
@@ -64,8 +65,37 @@ class NotRetryable(ChatError):
 # --- Conversations ---
 
 
-def start_conversation(*, user: Any, incognito: bool = False, title: str = "") -> Conversation:
-    return Conversation.objects.create(user=user, incognito=incognito, title=title[:120])
+class UnknownEndpoint(ChatError):
+    status = 400
+
+
+def checked_endpoint(name: str) -> str:
+    """`name` if it is a configured endpoint ("" is the default); raises UnknownEndpoint."""
+    if name and endpoints.find(name) is None:
+        choices = ", ".join(e.name for e in endpoints.all_endpoints())
+        raise UnknownEndpoint(f"Unknown model endpoint '{name[:64]}': choose one of {choices}.")
+    return name
+
+
+def start_conversation(
+    *, user: Any, incognito: bool = False, title: str = "", endpoint: str = ""
+) -> Conversation:
+    """Raises UnknownEndpoint for an endpoint name that is not configured."""
+    return Conversation.objects.create(
+        user=user, incognito=incognito, title=title[:120], endpoint=checked_endpoint(endpoint)
+    )
+
+
+def set_conversation_endpoint(*, user: Any, conversation_id: int, endpoint: str) -> Conversation:
+    """Choose the endpoint that answers from now on; raises UnknownEndpoint or
+    Conversation.DoesNotExist. What was said before to a local endpoint is left out of a
+    hosted endpoint's prompts (`assemble_prompt`)."""
+    name = checked_endpoint(endpoint)
+    conversation = Conversation.objects.for_user(user).get(pk=conversation_id)
+    if conversation.endpoint != name:
+        conversation.endpoint = name
+        conversation.save(update_fields=["endpoint"])
+    return conversation
 
 
 def rename_conversation(*, user: Any, conversation_id: int, title: str) -> Conversation:
@@ -181,6 +211,7 @@ def send_message(*, user: Any, conversation_id: int, content: str) -> tuple[Mess
     # Memory on or off *now*, when it is said: a sweep that runs after memory is switched
     # back on must not learn from what was said while it was off.
     learnable = user.memory_enabled and not conversation.incognito
+    endpoint = exposure.for_conversation(conversation)
     with transaction.atomic():
         user_message = Message.objects.create(
             user=user,
@@ -190,15 +221,17 @@ def send_message(*, user: Any, conversation_id: int, content: str) -> tuple[Mess
             prompt_tokens=llm.count_tokens(content),
             created_at=now,
             learnable=learnable,
+            endpoint=endpoint.name,
         )
         reply = Message.objects.create(
             user=user,
             conversation=conversation,
             role=Message.Role.ASSISTANT,
             status=Message.Status.PENDING,
-            model=settings.LLM_CHAT_MODEL,
+            model=endpoint.chat.model,
             created_at=now + timedelta(microseconds=1),
             learnable=learnable,
+            endpoint=endpoint.name,
         )
         fields = ["updated_at"]
         conversation.updated_at = now
@@ -270,6 +303,7 @@ class Prompt:
     messages: list[dict[str, str]]
     recalled: memory_services.Recalled
     layout: str = model_class.LARGE
+    endpoint: endpoints.Endpoint | None = None
 
 
 def prompt_layout() -> str:
@@ -311,20 +345,30 @@ def assemble_prompt(*, user: Any, reply: Message, embedding: list[float] | None 
         .filter(conversation_id=reply.conversation_id, created_at__lt=reply.created_at)
         .exclude(role=Message.Role.ASSISTANT, content="")
         .order_by("-created_at", "-id")
-        .values("role", "content")[:200]
+        .values("role", "content", "endpoint")[:200]
     )
     if not earlier or earlier[0]["role"] != Message.Role.USER:
         raise NotRetryable("There is no message to reply to.")
     latest = earlier[0]["content"]
 
     conversation = Conversation.objects.for_user(user).get(pk=reply.conversation_id)
+    endpoint = exposure.for_conversation(conversation)
+    if not endpoint.local:
+        # What was said to a local endpoint (before the person switched) stays local.
+        earlier = earlier[:1] + [
+            m for m in earlier[1:] if not endpoints.is_local_name(m["endpoint"])
+        ]
     recalled = memory_services.Recalled()
     remembering = user.memory_enabled and not conversation.incognito
     if remembering:
         recalled = memory_services.recall(
-            user=user, query=latest, embedding=embedding, exclude_conversation_id=conversation.pk
+            user=user,
+            query=latest,
+            embedding=embedding,
+            exclude_conversation_id=conversation.pk,
+            hosted=not endpoint.local,
         )
-    layout = prompt_layout()
+    layout = prompt_layout() if endpoint.default else endpoint.prompt_class()
     system = system_prompt(recalled=recalled, layout=layout, remembering=remembering)
 
     budget = settings.CHAT_HISTORY_TOKEN_BUDGET
@@ -341,7 +385,7 @@ def assemble_prompt(*, user: Any, reply: Message, embedding: list[float] | None 
         *history,
         {"role": "user", "content": latest},
     ]
-    return Prompt(messages=messages, recalled=recalled, layout=layout)
+    return Prompt(messages=messages, recalled=recalled, layout=layout, endpoint=endpoint)
 
 
 # --- Streaming ---
@@ -425,6 +469,9 @@ def _claim(user: Any, message_id: int) -> Message:
     reply = Message.objects.for_user(user).select_related("conversation").get(pk=message_id)
     if not claimed:
         raise NotRetryable("This reply is not waiting to be generated.")
+    # The conversation's endpoint now (a retry after a switch goes to the new one).
+    endpoint = exposure.for_conversation(reply.conversation)
+    reply.model, reply.endpoint = endpoint.chat.model, endpoint.name
     return reply
 
 
@@ -466,7 +513,7 @@ def _finish(
         reply.completion_tokens = llm.count_tokens(content)
     fields = [
         "content", "status", "error", "prompt_tokens", "completion_tokens", "model", "recall",
-        "updated_at",
+        "updated_at", "endpoint",
     ]  # fmt: skip
     try:
         reply.save(update_fields=fields)
@@ -560,7 +607,9 @@ async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEven
             # last a minute, and holding a connection for it caps concurrent streams at the pool
             # size (measured by bench/chat.py). Saving the reply takes one again.
             await sync_to_async(_release_connections)()
-            stream = llm.stream_chat(prompt.messages)
+            endpoint = prompt.endpoint
+            target = endpoint.chat if endpoint and not endpoint.default else None
+            stream = llm.stream_chat(prompt.messages, target=target)
             # The model is raced against a stop request, so a stop is seen within
             # STOP_POLL_SECONDS even before the first token or while the model hangs.
             stop_watch = asyncio.ensure_future(_stop_requested(stop_flag))
@@ -659,23 +708,28 @@ def generate_title(*, conversation_id: int) -> str | None:
     conversation = Conversation.objects.filter(pk=conversation_id).first()
     if conversation is None:
         return None
-    first = (
+    found = (
         Message.objects.for_user(conversation.user_id)
         .filter(conversation=conversation, role=Message.Role.USER)
         .order_by("created_at")
-        .values_list("content", flat=True)
+        .values_list("content", "endpoint")
         .first()
     )
-    if not first:
+    if not found or not found[0]:
         return None
+    first, said_to = found
     if conversation.title not in ("", _provisional_title(first)):
         return None  # the person named it (at creation or since): theirs to keep
+    route = exposure.route(endpoint_names=[said_to], texts=[first], user=conversation.user_id)
+    if route.endpoint is None:
+        return None  # it must stay local and no local model is configured: keep it as is
     answer = llm.complete(
         [
             {"role": "system", "content": "You write short titles."},
             {"role": "user", "content": TITLE_PROMPT.format(message=first[:1000])},
         ],
         max_tokens=24,
+        **_background(route),
     )
     lines = [line for line in answer.strip().splitlines() if line.strip()]
     title = plain_title(lines[0]) if lines else ""
@@ -707,12 +761,24 @@ def learn_from_message(*, message_id: int) -> memory_extraction.ExtractionRun | 
     )
     if message is None or message.conversation.incognito or not message.learnable:
         return None
+    route = exposure.route(
+        endpoint_names=[message.endpoint], texts=[message.content], user=message.user
+    )
     return memory_extraction.extract(
         user=message.user,
         text=message.content,
         source_message_id=message.pk,
         source_conversation_id=message.conversation_id,
+        route=route,
     )
+
+
+def _background(route: exposure.Route) -> dict[str, Any]:
+    """`llm.complete`'s endpoint arguments for a route: none for the default endpoint (its
+    background server and model, LLM_BACKGROUND_*), else the endpoint's own."""
+    if route.endpoint is None or route.endpoint.default:
+        return {}
+    return {"target": route.target}
 
 
 def unlearned_message_ids(*, older_than: timedelta, within: timedelta) -> list[int]:
@@ -751,7 +817,7 @@ def summarize_conversation(*, conversation_id: int) -> bool:
         .filter(conversation=conversation, pk__gt=after, status=Message.Status.COMPLETE)
         .exclude(content="")
         .order_by("created_at", "id")
-        .values("pk", "role", "content", "learnable")[:60]
+        .values("pk", "role", "content", "learnable", "endpoint")[:60]
     )
     # What was said while memory was paused is never summarized (nor the replies to it).
     messages = [m for m in messages if m["learnable"]]
@@ -762,6 +828,14 @@ def summarize_conversation(*, conversation_id: int) -> bool:
         for m in messages
     )
     earlier = f"Summary so far: {previous.content}\n\nNew messages:\n" if previous else ""
+    # Said to a local endpoint, or about what the person keeps local: a local model writes it.
+    route = exposure.route(
+        endpoint_names=[m["endpoint"] for m in messages],
+        texts=[earlier, *(m["content"] for m in messages)],
+        user=conversation.user,
+    )
+    if route.endpoint is None:
+        return False
     text = llm.complete(
         [
             {
@@ -770,6 +844,7 @@ def summarize_conversation(*, conversation_id: int) -> bool:
             }
         ],
         max_tokens=200,
+        **_background(route),
     ).strip()
     if not text:
         return False

@@ -30,6 +30,8 @@ from django_htmx.middleware import HtmxDetails
 
 from chat import selectors, services
 from chat.models import Conversation, Message
+from config import endpoints
+from memory import exposure
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -85,7 +87,37 @@ def conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
             "conversations": selectors.conversation_list(user=request.user),
             "conversation": current,
             "chat_messages": selectors.message_list(user=request.user, conversation_id=current.pk),
+            **_endpoint_context(current),
         },
+    )
+
+
+def _endpoint_context(conversation: Conversation) -> dict[str, Any]:
+    """The endpoint picker's choices (shown only when there is more than one)."""
+    return {
+        "endpoints": endpoints.all_endpoints(),
+        "current_endpoint": exposure.for_conversation(conversation),
+    }
+
+
+@login_required
+@require_POST
+def set_endpoint(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    """Choose the model endpoint that answers this conversation from now on."""
+    try:
+        current = services.set_conversation_endpoint(
+            user=request.user,
+            conversation_id=conversation_id,
+            endpoint=request.POST.get("endpoint", ""),
+        )
+    except Conversation.DoesNotExist:
+        raise Http404("No such conversation.") from None
+    except services.ChatError as exc:
+        return _error(request, exc, "#endpoint-error")
+    return render(
+        request,
+        "chat/conversation.html#endpoint-picker",
+        {"conversation": current, **_endpoint_context(current)},
     )
 
 

@@ -20,6 +20,8 @@ import httpx2
 import openai
 from django.conf import settings
 
+from config.endpoints import Target
+
 
 class LLMError(Exception):
     """The model endpoint failed; `message` is safe to show to the person."""
@@ -97,14 +99,21 @@ def _background_base_url() -> str:
 
 
 def sync_client(
-    *, timeout: float | None = None, max_retries: int | None = None, background: bool = True
+    *,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    background: bool = True,
+    target: Target | None = None,
 ) -> openai.OpenAI:
     """A client per configuration, kept for the process: building one costs 20-50 ms
     (bench/extract.py), and a kept client reuses its connections. Non-streamed calls are
-    background work, so by default it talks to the background endpoint."""
+    background work, so by default it talks to the background endpoint; `target` names
+    another server (config/endpoints.py)."""
+    if target is not None and not target.base_url:
+        raise LLMUnavailable("this endpoint has no base URL")
     return _cached_client(
-        _background_base_url() if background else _base_url(),
-        settings.LLM_API_KEY,
+        target.base_url if target else _background_base_url() if background else _base_url(),
+        target.api_key() if target else settings.LLM_API_KEY,
         timeout or settings.LLM_READ_TIMEOUT,
         settings.LLM_CONNECT_TIMEOUT,
         settings.LLM_MAX_RETRIES if max_retries is None else max_retries,
@@ -129,8 +138,27 @@ _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.Asyn
 )
 
 
-def async_client() -> openai.AsyncOpenAI:
+# Clients of other endpoints than the default, per loop and server (config/endpoints.py).
+_async_endpoint_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, str], openai.AsyncOpenAI]
+] = weakref.WeakKeyDictionary()
+
+
+def async_client(target: Target | None = None) -> openai.AsyncOpenAI:
     loop = asyncio.get_running_loop()
+    if target is not None:
+        if not target.base_url:
+            raise LLMUnavailable("this endpoint has no base URL")
+        clients = _async_endpoint_clients.setdefault(loop, {})
+        key = (target.base_url, target.api_key_env)
+        if key not in clients:
+            clients[key] = openai.AsyncOpenAI(
+                base_url=target.base_url,
+                api_key=target.api_key(),
+                timeout=_timeout(),
+                max_retries=settings.LLM_MAX_RETRIES,
+            )
+        return clients[key]
     client = _async_clients.get(loop)
     if client is None or str(client.base_url).rstrip("/") != _base_url().rstrip("/"):
         client = openai.AsyncOpenAI(
@@ -189,8 +217,11 @@ def complete(
     max_tokens: int | None = None,
     temperature: float = 0.2,
     json_schema: dict[str, Any] | None = None,
+    target: Target | None = None,
 ) -> str:
     """One non-streamed completion (background work), retried with backoff by the SDK.
+
+    `target` sends it to another endpoint's server and model than the background one.
 
     With `json_schema`, asks for a JSON object (`response_format` `json_object`, with the
     schema for servers such as llama.cpp that constrain output by it) and returns the text;
@@ -200,8 +231,8 @@ def complete(
     if json_schema is not None:
         kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
     try:
-        response = sync_client().chat.completions.create(
-            model=model or settings.LLM_BACKGROUND_MODEL,
+        response = sync_client(target=target).chat.completions.create(
+            model=model or (target.model if target else settings.LLM_BACKGROUND_MODEL),
             messages=cast(Any, messages),
             max_tokens=max_tokens or settings.LLM_MAX_TOKENS,
             temperature=temperature,
@@ -220,6 +251,7 @@ async def stream_chat(
     model: str | None = None,
     max_tokens: int | None = None,
     temperature: float = 0.7,
+    target: Target | None = None,
 ) -> AsyncGenerator[StreamDelta]:
     """Stream a chat reply. Closing the iterator closes the upstream HTTP stream.
 
@@ -228,12 +260,12 @@ async def stream_chat(
     token against 15 us for `json.loads` (bench/chat.py), and with hundreds of streams in
     one process that was the largest per-token cost.
     """
-    client = async_client()
     try:
+        client = async_client(target)
         response_context = client.with_options(
             max_retries=0
         ).chat.completions.with_streaming_response.create(
-            model=model or settings.LLM_CHAT_MODEL,
+            model=model or (target.model if target else settings.LLM_CHAT_MODEL),
             messages=cast(Any, messages),
             max_tokens=max_tokens or settings.LLM_MAX_TOKENS,
             temperature=temperature,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
 
-from config import stack
+from config import endpoints, stack
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -216,6 +217,20 @@ LLM_MAX_TOKENS = env.int("LLM_MAX_TOKENS", default=512)
 # model follows), "large" (a marked memory block), or "auto" (by the model's name: SmolLM2,
 # TinyLlama and names stating 2B or less are small). Also how far extraction trusts the model.
 LLM_PROMPT_LAYOUT = env.str("LLM_PROMPT_LAYOUT", default="auto")
+# More endpoints people may choose per conversation (config/endpoints.py). Zero-config: one,
+# the default above. Its name and label as people see them, and whether it is local: "auto"
+# counts the embedded model and loopback/private addresses as local, anything else as hosted.
+LLM_DEFAULT_ENDPOINT_NAME = env.str("LLM_DEFAULT_ENDPOINT_NAME", default="default")
+LLM_LABEL = env.str("LLM_LABEL", default="")
+LLM_LOCAL = env.str("LLM_LOCAL", default="auto")
+# LLM_ENDPOINTS=hosted,… names extra endpoints, each read from LLM_ENDPOINT_<NAME>_BASE_URL,
+# _MODEL, _API_KEY_ENV (the *name* of the variable holding its key: keys are never kept in
+# settings), _LABEL, _LOCAL (true|false|auto), _LAYOUT (auto|small|large), and optionally
+# _BACKGROUND_BASE_URL / _BACKGROUND_MODEL.
+LLM_EXTRA_ENDPOINTS = endpoints.parse_extra_endpoints(os.environ)
+# Which endpoint does background work (extraction, titles, summaries); unset: the default.
+# Work on text said to a local endpoint, or on local-only memories, goes to a local one.
+LLM_BACKGROUND_ENDPOINT = env.str("LLM_BACKGROUND_ENDPOINT", default="")
 
 # --- Embeddings ---
 
@@ -261,6 +276,10 @@ MEMORY_NEW_SIMILARITY = env.float("MEMORY_NEW_SIMILARITY", default=0.4)
 MEMORY_MAX_CHARS = env.int("MEMORY_MAX_CHARS", default=500)
 # "Ask me before remembering": hours a memory waits for review before it is dropped unread.
 MEMORY_REVIEW_TTL_HOURS = env.int("MEMORY_REVIEW_TTL_HOURS", default=168)
+# What is "local only" (never in a prompt to a hosted endpoint) for a person who has not
+# chosen: any of the kinds profile, preference, fact, task, summary, and the sensitive
+# category health (allergies, medication, diagnoses, conditions).
+MEMORY_LOCAL_ONLY_DEFAULT = env.list("MEMORY_LOCAL_ONLY_DEFAULT", default=["health"])
 # Summaries: a conversation idle this long, or this many messages past its last summary.
 SUMMARY_IDLE_MINUTES = env.int("SUMMARY_IDLE_MINUTES", default=10)
 SUMMARY_EVERY_MESSAGES = env.int("SUMMARY_EVERY_MESSAGES", default=20)

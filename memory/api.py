@@ -14,22 +14,49 @@ from rest_framework.views import APIView
 from accounts import services as account_services
 from config.api import Pagination, StrictBooleanField, TextField, errors, paginated
 from memory import entities as entity_services
-from memory import selectors, services
+from memory import exposure, selectors, services
 from memory.models import ConversationSummary, Entity, Memory, MemoryEvent
 
 
 class MemoryOutput(serializers.ModelSerializer):
     provenance = serializers.SerializerMethodField()
+    local_only = serializers.SerializerMethodField(
+        help_text="Whether it stays on local models: never in a hosted endpoint's prompt."
+    )
+    local_only_reason = serializers.SerializerMethodField(
+        help_text='Why: "marked" (set on this memory), its kind, "summary" or "health"; '
+        "null when it may go to any model."
+    )
+    local_only_setting = serializers.BooleanField(
+        source="local_only",
+        allow_null=True,
+        read_only=True,
+        help_text="Set on this memory (true or false), or null to follow your rules.",
+    )
 
     class Meta:
         model = Memory
         fields = [
             "id", "kind", "content", "importance", "pinned", "provenance", "created_at",
             "updated_at", "last_used_at", "confirmations", "expires_at",
+            "local_only", "local_only_reason", "local_only_setting",
         ]  # fmt: skip
 
     def get_provenance(self, memory: Memory) -> dict[str, Any]:
         return memory.provenance()
+
+    def _rules(self, memory: Memory) -> exposure.Rules:
+        # Read once per response (the context is shared by a page's items).
+        context = self.context if isinstance(self.context, dict) else {}
+        if "local_only_rules" not in context:
+            context["local_only_rules"] = exposure.rules_for(user=memory.user_id)
+        return context["local_only_rules"]
+
+    def get_local_only(self, memory: Memory) -> bool:
+        return exposure.memory_reason(memory, self._rules(memory)) is not None
+
+    def get_local_only_reason(self, memory: Memory) -> str | None:
+        return exposure.memory_reason(memory, self._rules(memory))
 
 
 class EventOutput(serializers.ModelSerializer):
@@ -112,6 +139,12 @@ class MemoryDetailApi(APIView):
         )
         kind = serializers.ChoiceField(choices=Memory.Kind.choices, required=False)
         pinned = StrictBooleanField(required=False)
+        local_only = StrictBooleanField(
+            required=False,
+            allow_null=True,
+            help_text="true: never to a hosted model; false: to any model; null: follow your "
+            "rules per kind and category.",
+        )
 
     @extend_schema(responses={200: MemoryOutput, **errors(404, *AUTH_ERRORS)})
     def get(self, request: Request, memory_id: int) -> Response:
@@ -122,7 +155,8 @@ class MemoryDetailApi(APIView):
     @extend_schema(
         request=MemoryUpdateInput,
         responses={200: MemoryOutput, **errors(*BODY_ERRORS, 404, *AUTH_ERRORS)},
-        description="Change any of content, kind and pinned; the others stay as they are.",
+        description="Change any of content, kind, pinned and local_only; the others stay as "
+        "they are.",
     )
     def patch(self, request: Request, memory_id: int) -> Response:
         data = self.MemoryUpdateInput(data=request.data)
@@ -144,6 +178,10 @@ class MemoryDetailApi(APIView):
         if "pinned" in values:
             memory = services.set_pinned(
                 user=request.user, memory_id=memory_id, pinned=values["pinned"]
+            )
+        if "local_only" in values:
+            memory = exposure.set_memory_local_only(
+                user=request.user, memory_id=memory_id, local_only=values["local_only"]
             )
         return Response(MemoryOutput(memory).data)
 
@@ -284,3 +322,40 @@ class EntityDetailApi(APIView):
     def delete(self, request: Request, entity_id: int) -> Response:
         entity_services.delete_entity(user=request.user, entity_id=entity_id)
         return Response(status=204)
+
+
+class LocalOnlyRules(serializers.Serializer):
+    """One optional boolean per kind and category: true keeps it off hosted models."""
+
+    def __init__(self, *args: Any, required: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, required=required, **kwargs)
+        for key, label in exposure.KEYS:
+            self.fields[key] = StrictBooleanField(required=required, help_text=label)
+
+
+class LocalOnlyApi(APIView):
+    """Which memory kinds (and the health category) stay on local models."""
+
+    class LocalOnlyRulesOutput(serializers.Serializer):
+        local_only = LocalOnlyRules()
+
+    class LocalOnlyRulesInput(serializers.Serializer):
+        local_only = LocalOnlyRules(
+            required=False, help_text="Those given change; the others stay as they are."
+        )
+
+    @extend_schema(responses={200: LocalOnlyRulesOutput, **errors(*AUTH_ERRORS)})
+    def get(self, request: Request) -> Response:
+        return Response({"local_only": exposure.rules_for(user=request.user).as_dict()})
+
+    @extend_schema(
+        request=LocalOnlyRulesInput,
+        responses={200: LocalOnlyRulesOutput, **errors(*BODY_ERRORS, *AUTH_ERRORS)},
+        description="Change what stays on local models: memory kinds, summaries and health.",
+    )
+    def put(self, request: Request) -> Response:
+        data = self.LocalOnlyRulesInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        changes = data.validated_data.get("local_only") or {}
+        rules = exposure.set_rules(user=request.user, local_only=dict(changes))
+        return Response({"local_only": rules.as_dict()})

@@ -42,6 +42,7 @@ urlpatterns = [
     path("summaries/", api.SummaryListApi.as_view(), name="api-summaries"),
     path("summaries/<int:summary_id>/", api.SummaryDetailApi.as_view(), name="api-summary"),
     path("settings/", api.MemorySettingsApi.as_view(), name="api-settings"),
+    path("local-only/", api.LocalOnlyApi.as_view(), name="api-local-only"),
     path("entities/", api.EntityListApi.as_view(), name="api-entities"),
     path("entities/<int:entity_id>/", api.EntityDetailApi.as_view(), name="api-entity"),
 ]

@@ -22,8 +22,8 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from pgvector import Vector
 
-from config import llm, model_class
-from memory import embeddings, guards, privacy, review, services, statements
+from config import endpoints, llm, model_class
+from memory import embeddings, exposure, guards, privacy, review, services, statements
 from memory import entities as entity_services
 from memory.models import Entity, ExtractionRun, Memory, MemoryEvent
 
@@ -175,7 +175,9 @@ def _parse_json(text: str) -> dict[str, Any]:
     return value
 
 
-def propose(text: str, *, example: bool = True) -> tuple[list[Candidate], list[EntityCandidate]]:
+def propose(
+    text: str, *, example: bool = True, route: exposure.Route | None = None
+) -> tuple[list[Candidate], list[EntityCandidate]]:
     """Ask the background model for candidate facts in the person's message.
 
     `example=False` leaves out the few-shot example: SmolLM2-135M echoed it in 22 of 24
@@ -194,6 +196,7 @@ def propose(text: str, *, example: bool = True) -> tuple[list[Candidate], list[E
         json_schema=EXTRACT_SCHEMA,
         temperature=0.0,
         max_tokens=400,
+        **_target(route),
     )
     data = _parse_json(reply)
     facts = data.get("facts")
@@ -385,7 +388,16 @@ class Plan:
     memory: Memory | None = None
 
 
-def reconcile(user: Any, candidates: list[Candidate], outcome: Outcome) -> list[Plan]:
+def _target(route: exposure.Route | None) -> dict[str, Any]:
+    """`llm.complete`'s endpoint arguments: none for the default endpoint's background."""
+    if route is None or route.endpoint is None or route.endpoint.default:
+        return {}
+    return {"target": route.target}
+
+
+def reconcile(
+    user: Any, candidates: list[Candidate], outcome: Outcome, route: exposure.Route | None = None
+) -> list[Plan]:
     """Decide, for each candidate, what to do with the person's memory."""
     duplicate = settings.MEMORY_DUPLICATE_SIMILARITY
     new = settings.MEMORY_NEW_SIMILARITY
@@ -405,13 +417,39 @@ def reconcile(user: Any, candidates: list[Candidate], outcome: Outcome) -> list[
         else:
             undecided.append((candidate, neighbours))
     if undecided:
-        plans += _ask_model(undecided, outcome)
+        plans += _ask_model(undecided, outcome, user=user, route=route)
     return plans
 
 
 def _ask_model(
-    undecided: list[tuple[Candidate, list[tuple[Memory, float]]]], outcome: Outcome
+    undecided: list[tuple[Candidate, list[tuple[Memory, float]]]],
+    outcome: Outcome,
+    *,
+    user: Any = None,
+    route: exposure.Route | None = None,
 ) -> list[Plan]:
+    if route is not None and route.endpoint is None:
+        # The text must stay local and no local model is configured: the safe default.
+        return [Plan("add", candidate) for candidate, _ in undecided]
+    if route is not None and not route.local:
+        # A hosted model never sees a local-only memory: a local one decides, or they are
+        # left out of the question (a statement left with no neighbour is added).
+        shown = [m for _, neighbours in undecided for m, _ in neighbours]
+        kept_local = exposure.local_only_ids(user=user, memories=shown)
+        if kept_local:
+            local = endpoints.local_background_endpoint()
+            if local is not None:
+                route = exposure.Route(local, local_required=True)
+            else:
+                undecided = [
+                    (c, [(m, x) for m, x in neighbours if m.pk not in kept_local])
+                    for c, neighbours in undecided
+                ]
+                plans = [Plan("add", c) for c, neighbours in undecided if not neighbours]
+                undecided = [(c, n) for c, n in undecided if n]
+                if not undecided:
+                    return plans
+                return plans + _ask_model(undecided, outcome, user=user, route=route)
     lines = []
     for number, (candidate, neighbours) in enumerate(undecided, start=1):
         lines.append(f"Statement {number}: {candidate.content}")
@@ -426,6 +464,7 @@ def _ask_model(
             json_schema=DECIDE_SCHEMA,
             temperature=0.0,
             max_tokens=300,
+            **_target(route),
         )
         decisions = _parse_json(reply).get("decisions") or []
     except llm.LLMBadResponse:
@@ -580,8 +619,12 @@ def extract(
     text: str,
     source_message_id: int,
     source_conversation_id: int | None = None,
+    route: exposure.Route | None = None,
 ) -> ExtractionRun | None:
     """Learn from one message of the person; returns the run, or None if nothing was done.
+
+    `route` (memory/exposure.py) says which endpoint may read the message; with none
+    allowed, only the deterministic extractor runs and nothing is sent to a model.
 
     The person's own statements (memory.statements) are always candidates; the model's add
     to them. Safe to run twice: a message already extracted is skipped. Transport errors of
@@ -594,10 +637,18 @@ def extract(
     outcome = Outcome()
     if not user.memory_enabled:
         return _record(user, source_message_id, ExtractionRun.Status.SKIPPED, outcome, [])
-    outcome.llm_calls += 1
-    strict = model_class.configured_class(settings.LLM_BACKGROUND_MODEL) == model_class.SMALL
+    endpoint = route.endpoint if route is not None else None
+    if endpoint is not None and not endpoint.default:
+        strict = endpoint.prompt_class(background=True) == model_class.SMALL
+    else:
+        strict = model_class.configured_class(settings.LLM_BACKGROUND_MODEL) == model_class.SMALL
     try:
-        proposed, proposed_entities = propose(text, example=not strict)
+        if route is not None and endpoint is None:
+            # It must stay local and no local model is configured: nothing to ask.
+            proposed, proposed_entities = list[Candidate](), list[EntityCandidate]()
+        else:
+            outcome.llm_calls += 1
+            proposed, proposed_entities = propose(text, example=not strict, route=route)
     except llm.LLMBadResponse:
         # An answer that is not JSON is a result (the model found nothing usable), not a
         # failure to retry: the person's own statements are learned either way.
@@ -624,7 +675,7 @@ def extract(
         candidate.embedding = vector
     candidates = _distinct(candidates)
     slot_plans, candidates = _slot_changes(user, candidates)
-    plans = slot_plans + reconcile(user, candidates, outcome)
+    plans = slot_plans + reconcile(user, candidates, outcome, route)
     return _record(
         user,
         source_message_id,

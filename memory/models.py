@@ -95,6 +95,10 @@ class Memory(models.Model):
     confirmed_at = models.DateTimeField(null=True, blank=True)
     confirmations = models.PositiveIntegerField(default=0)
     expires_at = models.DateTimeField(null=True, blank=True)
+    # Whether the memory may only go into prompts sent to a local endpoint: True or False as
+    # the person set it for this memory, None to follow their rules per kind and category
+    # (memory/exposure.py; health is local only by default).
+    local_only = models.BooleanField(null=True, blank=True, default=None)
 
     objects = MemoryQuerySet.as_manager()
 
@@ -412,3 +416,21 @@ class PendingMemory(models.Model):
             "conversation_deleted": self.source_deleted,
             "from": "a deleted conversation" if self.source_deleted else "a conversation",
         }
+class LocalOnlyRules(models.Model):
+    """Which kinds of memory (and which sensitive categories) a person keeps on local models.
+
+    No row: MEMORY_LOCAL_ONLY_DEFAULT (health). `keys` lists what is local only, among the
+    memory kinds, "summary" and the categories of memory/exposure.py.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="local_only_rules"
+    )
+    keys = models.JSONField(default=list, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "local-only rules"
+
+    def __str__(self) -> str:
+        return f"local only: {', '.join(self.keys) or 'nothing'}"

@@ -386,10 +386,14 @@ class RecalledItem:
     score: float = 0.0
     tokens: int = 0
     included: bool = False
+    # Why it was kept from a prompt to a hosted endpoint (memory/exposure.py), if it was.
+    held_back: str = ""
 
     def record(self) -> dict[str, Any]:
         """The item's scores for the reply's recall record (ids and numbers, no text)."""
+        extra = {"held_back": self.held_back} if self.held_back else {}
         return {
+            **extra,
             "source": self.source,
             "id": self.id,
             "kind": self.kind,
@@ -412,13 +416,20 @@ class Recalled:
     milliseconds: float = 0.0
     # Everything that was scored, chosen or not (for the inspectable recall record).
     considered: list[RecalledItem] = field(default_factory=list)
+    # Why each item kept from a hosted endpoint's prompt was kept (memory/exposure.py).
+    held_back: list[str] = field(default_factory=list)
 
     def record(self, limit: int = 20) -> dict[str, Any]:
-        return {
+        record = {
             "ms": round(self.milliseconds, 2),
             "candidates": self.candidates,
             "items": [item.record() for item in self.considered[:limit]],
         }
+        if self.held_back:
+            from memory import exposure
+
+            record["held_back"] = exposure.held_back_record(self.held_back)
+        return record
 
     @property
     def memories(self) -> list[RecalledItem]:
@@ -811,6 +822,7 @@ def recall(
     token_budget: int | None = None,
     exclude_conversation_id: int | None = None,
     weights: RecallWeights | None = None,
+    hosted: bool = False,
 ) -> Recalled:
     """The person's memories most relevant to `query`, within a token budget.
 
@@ -818,6 +830,10 @@ def recall(
     first, then relevant facts, tasks and past conversation summaries by fused relevance
     (see RECALL_SQL and RecallWeights). One SQL query; embeds `query` unless given
     `embedding`. Read-only: `last_used_at` is stamped later by `mark_used`.
+
+    `hosted`: the prompt goes to an endpoint that is not local, so local-only items are
+    left out, their reasons counted in `held_back` (two more small reads: the person's
+    rules and the candidates' own settings).
     """
     started = time.perf_counter()
     limit = limit or settings.MEMORY_RECALL_LIMIT
@@ -861,9 +877,16 @@ def recall(
     relevant.sort(key=lambda i: (-i.score, i.id))
     chosen: list[RecalledItem] = []
     considered: list[RecalledItem] = []
+    held_back: list[str] = []
+    kept_local = _kept_local(user, always + relevant) if hosted else {}
     spent = 0
     relevant_taken = 0
     for item in always + relevant:
+        reason = kept_local.get((item.source, item.id))
+        if reason:
+            held_back.append(reason)
+            considered.append(replace(item, held_back=reason))
+            continue
         is_relevant = item.source == "summary" or item.kind not in Memory.ALWAYS_ON
         fits = spent + item.tokens <= budget and not (is_relevant and relevant_taken >= limit)
         if fits:
@@ -877,4 +900,29 @@ def recall(
         candidates=live,
         milliseconds=(time.perf_counter() - started) * 1000,
         considered=considered,
+        held_back=held_back,
     )
+
+
+def _kept_local(user: Any, items: list[RecalledItem]) -> dict[tuple[str, int], str]:
+    """{(source, id): reason} for the recalled items that must not go to a hosted endpoint."""
+    from memory import exposure
+
+    if not items:
+        return {}
+    rules = exposure.rules_for(user=user)
+    memory_ids = [item.id for item in items if item.source == "memory"]
+    marked = dict(
+        Memory.objects.for_user(user).filter(pk__in=memory_ids).values_list("pk", "local_only")
+    )
+    found = {}
+    for item in items:
+        if item.source == "memory":
+            reason = rules.reason(kind=item.kind, content=item.content, marked=marked.get(item.id))
+        elif item.source == "summary":
+            reason = rules.reason(kind=exposure.SUMMARY, content=item.content)
+        else:
+            reason = rules.reason(kind=item.source, content=item.content)
+        if reason:
+            found[(item.source, item.id)] = reason
+    return found

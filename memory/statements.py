@@ -789,9 +789,23 @@ def _general(clause: str) -> Read | None:
     return [Statement(kind, content)], []
 
 
+def _diagnosis(clause: str) -> Read | None:
+    """ "I was diagnosed with asthma": health, local only by default (memory/exposure.py)."""
+    m = re.match(
+        r"^(?i:i was|i've been|i have been|i got|i just got)(?i:\s+(?:recently|just|finally))?"
+        r"\s+(?i:diagnosed with)\s+(?P<what>.+)$",
+        clause,
+    )
+    what = _untimed(m.group("what")).strip(" .") if m else ""
+    if not what:
+        return None
+    content = f"I have been diagnosed with {what}."
+    return [Statement(FACT, content, f"condition:{head_noun(what)}")], []
+
+
 PATTERNS: list[Callable[[str], Read | None]] = [
-    _diet, _allergy, _age, _timezone, _language, _name, _origin, _residence, _role, _employer,
-    _pet, _third_party, _imperative, _preference, _task, _habit, _general,
+    _diet, _allergy, _diagnosis, _age, _timezone, _language, _name, _origin, _residence, _role,
+    _employer, _pet, _third_party, _imperative, _preference, _task, _habit, _general,
 ]  # fmt: skip
 
 

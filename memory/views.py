@@ -19,7 +19,7 @@ from django_htmx.middleware import HtmxDetails
 from accounts import services as account_services
 from config.errors import DomainError
 from memory import entities as entity_services
-from memory import selectors, services
+from memory import exposure, selectors, services
 from memory.models import ConversationSummary, Entity, Memory
 
 TEMPLATE = "memory/index.html"
@@ -245,3 +245,38 @@ def delete_entity(request: HttpRequest, entity_id: int) -> HttpResponse:
     with contextlib.suppress(Entity.DoesNotExist):
         entity_services.delete_entity(user=request.user, entity_id=entity_id)
     return _list(request)
+
+
+@login_required
+@require_POST
+def local_only(request: HttpRequest, memory_id: int) -> HttpResponse:
+    """Keep one memory on local models ("true"), let it go to any ("false"), or "default"."""
+    choice = request.POST.get("local_only", "")
+    if choice not in ("true", "false", "default"):
+        error = services.InvalidMemory('Send local_only "true", "false" or "default".')
+        return _error(request, error, f"#memory-{memory_id} .form-error")
+    value = None if choice == "default" else choice == "true"
+    try:
+        memory = exposure.set_memory_local_only(
+            user=request.user, memory_id=memory_id, local_only=value
+        )
+    except services.MemoryGone as exc:
+        return _error(request, exc, f"#memory-{memory_id} .form-error")
+    return render(request, f"{TEMPLATE}#memory-item", {"memory": memory})
+
+
+@login_required
+@require_POST
+def local_only_rules(request: HttpRequest) -> HttpResponse:
+    """Which kinds (and categories) stay on local models: the checked boxes, all others off."""
+    checked = set(request.POST.getlist("local_only"))
+    rules = exposure.set_rules(
+        user=request.user, local_only={key: key in checked for key in exposure.KEY_NAMES}
+    )
+    request._local_only_rules = rules  # type: ignore[attr-defined]  # read by the template tags
+    if not request.headers.get("HX-Request"):
+        back = "accounts:account" if request.POST.get("next") == "account" else "memory:index"
+        return redirect(back)
+    response = render(request, "memory/_local_only_rules.html", {"saved": True})
+    # The memory list shows each memory's state: it refreshes itself on this event.
+    return trigger_client_event(response, "memories-changed")
