@@ -428,6 +428,18 @@ def forget_conversation(*, user: Any, conversation_id: int) -> int:
     )
 
 
+def drop_proposals_about(*, user: Any, memory_id: int) -> int:
+    """A memory is forgotten: pending confirmations of it (which repeat its words) and
+    deletions of it (nothing left to delete) go with it. A pending replacement stays: its
+    text is the new value, and approving it adds that."""
+    deleted, _ = (
+        PendingMemory.objects.for_user(user)
+        .filter(target_id=memory_id, operation__in=[Operation.CONFIRM, Operation.DELETE])
+        .delete()
+    )
+    return deleted
+
+
 def expire_pending(*, now: datetime | None = None) -> int:
     """Delete every pending item past its review time (the retention run calls this)."""
     deleted, _ = PendingMemory.objects.filter(expires_at__lte=now or timezone.now()).delete()
