@@ -663,3 +663,20 @@ def test_yes_to_all_on_the_page_says_which_memory_changed_meanwhile(
     # The other was applied; the changed one still waits, shown against the current text.
     assert Memory.objects.filter(user=user, content="I have a dog called Bruno.").exists()
     assert 'Replace <q class="old">I live in Porto.</q>' in html
+
+
+def test_what_do_you_know_lists_live_memories_and_only_counts_what_waits(
+    reviewing: Any,
+) -> None:
+    user = reviewing
+    memory_services.remember(user=user, content="I prefer green tea.", kind="preference")
+    conversation = chat_services.start_conversation(user=user)
+    _turn(user, conversation, f"My hamster is called {CANARY}.")
+
+    _turn(user, conversation, "What do you know about me?")
+
+    reply = Message.objects.filter(conversation=conversation, role="assistant").last()
+    assert reply is not None
+    assert "- I prefer green tea." in reply.content
+    assert "1 more waits for your yes" in reply.content
+    assert CANARY not in reply.content
