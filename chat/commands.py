@@ -15,6 +15,7 @@ from typing import Any
 from django.urls import reverse
 
 from memory import embeddings
+from memory import review as memory_review
 from memory import services as memory_services
 from memory.models import Memory
 
@@ -91,10 +92,18 @@ def _list(*, user: Any, incognito: bool) -> CommandReply:
             f"[on your memory page]({_memory_page()})."
         )
     memories = list(Memory.objects.for_user(user).live().order_by("kind", "-updated_at"))
+    # Not memories yet ("Ask me before remembering"): only counted, never listed or used.
+    waiting = memory_review.pending_count(user=user)
+    pending = (
+        f" {waiting} more wait{'s' if waiting == 1 else ''} for your yes "
+        f"[on your memory page]({_memory_page()})."
+        if waiting
+        else ""
+    )
     if not memories:
         return CommandReply(
             "I don't know anything about you yet. As we talk, I'll remember what matters, "
-            f"and you'll see all of it [on your memory page]({_memory_page()})."
+            f"and you'll see all of it [on your memory page]({_memory_page()}).{pending}"
         )
     lines = [f"Here is everything I remember about you ({len(memories)}):", ""]
     for kind, label in Memory.Kind.choices:
@@ -106,6 +115,7 @@ def _list(*, user: Any, incognito: bool) -> CommandReply:
     note = " This chat is incognito, so nothing from it is added." if incognito else ""
     lines.append(
         f"You can correct or delete any of it [on your memory page]({_memory_page()}).{note}"
+        + pending
     )
     return CommandReply("\n".join(lines))
 

@@ -810,6 +810,10 @@ def summarize_conversation(*, conversation_id: int) -> bool:
     conversation = Conversation.objects.select_related("user").filter(pk=conversation_id).first()
     if conversation is None or conversation.incognito or not conversation.user.memory_enabled:
         return False
+    if conversation.user.ask_before_remembering:
+        # A summary is recalled in later chats: with "Ask me before remembering" on, nothing
+        # is carried over that the person has not approved (memory.review).
+        return False
     previous = memory_services.summary_for(user=conversation.user, conversation_id=conversation.pk)
     after = previous.last_message_id if previous else 0
     messages = list(
@@ -867,7 +871,10 @@ def conversations_to_summarize(*, idle: timedelta, every: int) -> list[int]:
     """Conversations idle for `idle` with new messages, or `every` messages past their summary."""
     now = timezone.now()
     candidates = Conversation.objects.filter(
-        incognito=False, user__memory_enabled=True, updated_at__gte=now - timedelta(days=7)
+        incognito=False,
+        user__memory_enabled=True,
+        user__ask_before_remembering=False,
+        updated_at__gte=now - timedelta(days=7),
     ).values_list("pk", "updated_at")
     due = []
     for conversation_id, updated_at in candidates[:2000]:

@@ -177,7 +177,8 @@ class ReviewItem:
         }[self.applies_as]
 
 
-def _with_targets(user: Any, items: list[PendingMemory]) -> list[ReviewItem]:
+def with_targets(user: Any, items: list[PendingMemory]) -> list[ReviewItem]:
+    """The items with the memories they would change, as those read now (one query)."""
     ids = {item.target_id for item in items if item.target_id}
     targets = dict(
         Memory.objects.for_user(user).live().filter(pk__in=ids).values_list("pk", "content")
@@ -194,12 +195,18 @@ def _with_targets(user: Any, items: list[PendingMemory]) -> list[ReviewItem]:
     ]
 
 
-def pending_list(*, user: Any, source_message_id: int | None = None) -> list[ReviewItem]:
+def pending_items(*, user: Any, source_message_id: int | None = None) -> Any:
     """The person's items waiting for review, oldest first (of one message, if given)."""
     items = PendingMemory.objects.for_user(user).waiting()
     if source_message_id is not None:
         items = items.filter(source_message_id=source_message_id)
-    return _with_targets(user, list(items.order_by("created_at", "id")[:500]))
+    return items.order_by("created_at", "id")
+
+
+def pending_list(*, user: Any, source_message_id: int | None = None) -> list[ReviewItem]:
+    """pending_items as ReviewItems (at most 500: a page, not an unbounded list)."""
+    items = pending_items(user=user, source_message_id=source_message_id)
+    return with_targets(user, list(items[:500]))
 
 
 def pending_for(*, user: Any, pending_id: int) -> ReviewItem:
@@ -207,7 +214,7 @@ def pending_for(*, user: Any, pending_id: int) -> ReviewItem:
     item = PendingMemory.objects.for_user(user).waiting().filter(pk=pending_id).first()
     if item is None:
         raise PendingGone(_GONE)
-    return _with_targets(user, [item])[0]
+    return with_targets(user, [item])[0]
 
 
 def pending_count(*, user: Any) -> int:
@@ -426,6 +433,18 @@ def forget_conversation(*, user: Any, conversation_id: int) -> int:
             source_deleted=True,
         )
     )
+
+
+def drop_proposals_about(*, user: Any, memory_id: int) -> int:
+    """A memory is forgotten: pending confirmations of it (which repeat its words) and
+    deletions of it (nothing left to delete) go with it. A pending replacement stays: its
+    text is the new value, and approving it adds that."""
+    deleted, _ = (
+        PendingMemory.objects.for_user(user)
+        .filter(target_id=memory_id, operation__in=[Operation.CONFIRM, Operation.DELETE])
+        .delete()
+    )
+    return deleted
 
 
 def expire_pending(*, now: datetime | None = None) -> int:

@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import Pagination, TextField, errors, paginated
+from config.api import Pagination, TextField, errors
 from memory import review
 from memory.api import AUTH_ERRORS, BODY_ERRORS, MemoryOutput
 from memory.models import Memory, PendingMemory
@@ -103,10 +103,14 @@ class PendingListApi(APIView):
         raw = request.query_params.get("message")
         if raw is not None and (not raw.isdigit() or not 1 <= int(raw) <= MAX_ID):
             return Response({"detail": "message must be a message id."}, status=400)
-        items = review.pending_list(
+        items = review.pending_items(
             user=request.user, source_message_id=int(raw) if raw is not None else None
         )
-        return paginated(request, items, PendingOutput)
+        # Paged in SQL, then each page's items read with the memories they would change.
+        pagination = Pagination()
+        page: Any = pagination.paginate_queryset(items, request) or []
+        shown = review.with_targets(request.user, list(page))
+        return pagination.get_paginated_response(PendingOutput(shown, many=True).data)
 
 
 class PendingDetailApi(APIView):

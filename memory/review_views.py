@@ -140,7 +140,7 @@ def answer_all(request: HttpRequest) -> HttpResponse:
     else:
         review.reject_all(user=request.user, source_message_id=message_id)
     if _origin(request) != "chat":
-        return memory_views._list(request)
+        return memory_views._list(request, review_conflicts=list(conflicts.values()))
     response = render(
         request,
         f"{TEMPLATE}#chat-review-done",

@@ -213,9 +213,12 @@ def forget(
     `deleted` event and every earlier event of the memory keep no text. While a memory lives,
     its history keeps the old text of each correction.
     """
+    from memory import review  # review builds on this module
+
     with transaction.atomic():
         memory = _locked(user, memory_id)
         scrub_history(user=user, memory_ids=[memory.pk])
+        review.drop_proposals_about(user=user, memory_id=memory.pk)
         _event(memory, MemoryEvent.Action.DELETED, actor, source=source_message_id)
         memory.delete()
 

@@ -608,3 +608,75 @@ def test_deleting_the_conversation_keeps_the_item_without_its_words(
     assert lisbon.source_deleted and lisbon.source_excerpt == ""
     assert (lisbon.source_message_id, lisbon.source_conversation_id) == (None, None)
     assert _rows_containing(CANARY) == {}
+
+
+def test_with_review_on_no_summary_carries_the_conversation_into_later_prompts(
+    reviewing: Any, fake_llm: FakeLLM
+) -> None:
+    user = reviewing
+    conversation = chat_services.start_conversation(user=user)
+    _turn(user, conversation, f"My hamster is called {CANARY}.")
+    _turn(user, conversation, "What should I feed him?")
+
+    assert chat_services.summarize_conversation(conversation_id=conversation.pk) is False
+    assert conversation.pk not in chat_services.conversations_to_summarize(
+        idle=timedelta(0), every=1
+    )
+    _turn(user, chat_services.start_conversation(user=user), "What is my hamster called?")
+    assert CANARY not in _prompt(fake_llm)
+    # With the setting off again, summaries resume.
+    account_services.set_ask_before_remembering(user=user, enabled=False)
+    assert conversation.pk in chat_services.conversations_to_summarize(idle=timedelta(0), every=1)
+
+
+def test_forgetting_a_memory_drops_the_pending_repeat_of_its_words(
+    reviewing: Any, user_client: Client
+) -> None:
+    user = reviewing
+    memory = memory_services.remember(user=user, content=f"My hamster is called {CANARY}.")
+    _turn(user, chat_services.start_conversation(user=user), f"My hamster is called {CANARY}.")
+    assert PendingMemory.objects.get(user=user).operation == "confirm"
+
+    user_client.post(reverse("memory:delete", args=[memory.pk]))
+
+    assert not PendingMemory.objects.filter(user=user).exists()
+    assert set(_rows_containing(CANARY)) <= TRANSCRIPT
+
+
+def test_yes_to_all_on_the_page_says_which_memory_changed_meanwhile(
+    reviewing: Any, user_client: Client
+) -> None:
+    user = reviewing
+    old = memory_services.remember(user=user, content="I live in Lisbon.", kind="profile")
+    conversation = chat_services.start_conversation(user=user)
+    _turn(user, conversation, "I live in Berlin.")
+    _turn(user, conversation, "I have a dog called Bruno.")
+    memory_services.update_memory(user=user, memory_id=old.pk, content="I live in Porto.")
+
+    response = user_client.post(
+        reverse("memory:review-all"), {"answer": "approve", "from": "page"}, headers=HTMX
+    )
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "it now says “I live in Porto.”" in html
+    # The other was applied; the changed one still waits, shown against the current text.
+    assert Memory.objects.filter(user=user, content="I have a dog called Bruno.").exists()
+    assert 'Replace <q class="old">I live in Porto.</q>' in html
+
+
+def test_what_do_you_know_lists_live_memories_and_only_counts_what_waits(
+    reviewing: Any,
+) -> None:
+    user = reviewing
+    memory_services.remember(user=user, content="I prefer green tea.", kind="preference")
+    conversation = chat_services.start_conversation(user=user)
+    _turn(user, conversation, f"My hamster is called {CANARY}.")
+
+    _turn(user, conversation, "What do you know about me?")
+
+    reply = Message.objects.filter(conversation=conversation, role="assistant").last()
+    assert reply is not None
+    assert "- I prefer green tea." in reply.content
+    assert "1 more waits for your yes" in reply.content
+    assert CANARY not in reply.content
