@@ -272,7 +272,7 @@ def test_the_memory_page_toggles_a_memory_and_saves_rules(user: Any, user_client
     saved = user_client.post(
         "/memory/local-only", {"local_only": ["fact", "summary"]}, HTTP_HX_REQUEST="true"
     )
-    assert saved.status_code == 200 and "Saved." in saved.content.decode()
+    assert saved.status_code == 200 and "Applied." in saved.content.decode()
     assert exposure.rules_for(user=user).keys == {"fact", "summary"}
     assert "Keep on local models only" in user_client.get("/account/").content.decode()
 
