@@ -311,3 +311,13 @@ def test_a_diagnosis_is_read_deterministically_and_kept_local(user: Any) -> None
     ]
     rules = exposure.rules_for(user=user)
     assert rules.reason(kind="fact", content=reading.statements[0].content) == "health"
+
+
+def test_a_typo_in_the_local_only_default_is_a_startup_error(settings: Any) -> None:
+    from memory.checks import check_local_only_default
+
+    settings.MEMORY_LOCAL_ONLY_DEFAULT = ["health", "fact"]
+    assert check_local_only_default() == []
+    settings.MEMORY_LOCAL_ONLY_DEFAULT = ["helath"]
+    (error,) = check_local_only_default()
+    assert error.id == "mnemo.E010" and "'helath'" in error.msg
