@@ -321,3 +321,14 @@ def test_a_typo_in_the_local_only_default_is_a_startup_error(settings: Any) -> N
     settings.MEMORY_LOCAL_ONLY_DEFAULT = ["helath"]
     (error,) = check_local_only_default()
     assert error.id == "mnemo.E010" and "'helath'" in error.msg
+
+
+def test_the_staff_health_check_lists_endpoints_and_their_locality(settings: Any) -> None:
+    from config.health import check_llm
+
+    settings.LLM_EXTRA_ENDPOINTS = [HOSTED]
+    listed = check_llm(detailed=True)["endpoints"]
+    assert listed == [
+        {"name": "default", "local": True, "model": "fake-chat"},
+        {"name": "hosted", "local": False, "model": "gpt-test"},
+    ]
