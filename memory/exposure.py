@@ -159,6 +159,38 @@ def set_rules(*, user: Any, local_only: dict[str, bool]) -> Rules:
     return Rules(frozenset(keys))
 
 
+def rules_and_marks(*, user: Any, memory_ids: list[int]) -> tuple[Rules, dict[int, bool]]:
+    """The person's rules and the own setting of those of `memory_ids` that have one, in one
+    round trip (recall's hosted path: two ORM queries cost twice the latency)."""
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    rules_table = quote(LocalOnlyRules._meta.db_table)
+    memory_table = quote(Memory._meta.db_table)
+    user_id = getattr(user, "pk", user)
+    # Table names from model metadata; values are parameters.
+    sql = f"""
+        SELECT NULL::bigint, NULL::boolean, (SELECT keys FROM {rules_table} WHERE user_id = %s)
+        UNION ALL
+        SELECT id, local_only, NULL FROM {memory_table}
+        WHERE user_id = %s AND id = ANY(%s) AND local_only IS NOT NULL
+    """  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [user_id, user_id, list(memory_ids)])
+        rows = cursor.fetchall()
+    keys = next((row[2] for row in rows if row[0] is None), None)
+    if isinstance(keys, str):  # a driver that does not decode jsonb
+        import json
+
+        keys = json.loads(keys)
+    rules = (
+        Rules(frozenset(default_keys()))
+        if keys is None
+        else Rules(frozenset(k for k in keys if _key(k)))
+    )
+    return rules, {row[0]: row[1] for row in rows if row[0] is not None}
+
+
 def memory_reason(memory: Memory, rules: Rules) -> str | None:
     return rules.reason(kind=memory.kind, content=memory.content, marked=memory.local_only)
 

@@ -905,11 +905,8 @@ def _kept_local(user: Any, items: list[RecalledItem]) -> dict[tuple[str, int], s
 
     if not items:
         return {}
-    rules = exposure.rules_for(user=user)
     memory_ids = [item.id for item in items if item.source == "memory"]
-    marked = dict(
-        Memory.objects.for_user(user).filter(pk__in=memory_ids).values_list("pk", "local_only")
-    )
+    rules, marked = exposure.rules_and_marks(user=user, memory_ids=memory_ids)
     found = {}
     for item in items:
         if item.source == "memory":
