@@ -159,26 +159,45 @@ def set_rules(*, user: Any, local_only: dict[str, bool]) -> Rules:
     return Rules(frozenset(keys))
 
 
-def rules_and_marks(*, user: Any, memory_ids: list[int]) -> tuple[Rules, dict[int, bool]]:
-    """The person's rules and the own setting of those of `memory_ids` that have one, in one
-    round trip (recall's hosted path: two ORM queries cost twice the latency)."""
+def hosted_reasons(
+    *, user: Any, items: list[tuple[str, int, str, str]]
+) -> dict[tuple[str, int], str]:
+    """{(source, id): reason} for recalled items (source, id, kind, content) that must not go
+    to a hosted endpoint. One round trip reads the person's rules, the own setting of the
+    recalled memories, and the memories learned in the recalled summaries' conversations: a
+    summary is local only when it reads as a local-only category, when the person keeps
+    summaries local, or when a memory learned in its conversation is local only (it may
+    restate it)."""
     from django.db import connection
 
+    from memory.models import ConversationSummary
+
+    if not items:
+        return {}
     quote = connection.ops.quote_name
     rules_table = quote(LocalOnlyRules._meta.db_table)
     memory_table = quote(Memory._meta.db_table)
+    summary_table = quote(ConversationSummary._meta.db_table)
     user_id = getattr(user, "pk", user)
+    memory_ids = [i for source, i, _, _ in items if source == "memory"]
+    summary_ids = [i for source, i, _, _ in items if source == "summary"]
     # Table names from model metadata; values are parameters.
     sql = f"""
-        SELECT NULL::bigint, NULL::boolean, (SELECT keys FROM {rules_table} WHERE user_id = %s)
+        SELECT 'rules', NULL::bigint, NULL::boolean, NULL::text, NULL::text,
+               (SELECT keys FROM {rules_table} WHERE user_id = %s)
         UNION ALL
-        SELECT id, local_only, NULL FROM {memory_table}
+        SELECT 'memory', id, local_only, NULL, NULL, NULL FROM {memory_table}
         WHERE user_id = %s AND id = ANY(%s) AND local_only IS NOT NULL
+        UNION ALL
+        SELECT 'summary', s.id, m.local_only, m.kind, m.content, NULL
+        FROM {summary_table} s JOIN {memory_table} m
+             ON m.user_id = s.user_id AND m.source_conversation_id = s.conversation_id
+        WHERE s.user_id = %s AND s.id = ANY(%s) AND m.local_only IS NOT FALSE
     """  # noqa: S608
     with connection.cursor() as cursor:
-        cursor.execute(sql, [user_id, user_id, list(memory_ids)])
+        cursor.execute(sql, [user_id, user_id, memory_ids, user_id, summary_ids])
         rows = cursor.fetchall()
-    keys = next((row[2] for row in rows if row[0] is None), None)
+    keys = next((row[5] for row in rows if row[0] == "rules"), None)
     if isinstance(keys, str):  # a driver that does not decode jsonb
         import json
 
@@ -188,7 +207,29 @@ def rules_and_marks(*, user: Any, memory_ids: list[int]) -> tuple[Rules, dict[in
         if keys is None
         else Rules(frozenset(k for k in keys if _key(k)))
     )
-    return rules, {row[0]: row[1] for row in rows if row[0] is not None}
+    marked = {row[1]: row[2] for row in rows if row[0] == "memory"}
+    learned: dict[int, list[tuple[str, str, bool | None]]] = {}
+    for row in rows:
+        if row[0] == "summary":
+            learned.setdefault(row[1], []).append((row[3], row[4], row[2]))
+    found: dict[tuple[str, int], str] = {}
+    for source, item_id, kind, content in items:
+        if source == "memory":
+            reason = rules.reason(kind=kind, content=content, marked=marked.get(item_id))
+        elif source == "summary":
+            reason = rules.reason(kind=SUMMARY, content=content) or next(
+                (
+                    r
+                    for k, c, m in learned.get(item_id, [])
+                    if (r := rules.reason(kind=k, content=c, marked=m))
+                ),
+                None,
+            )
+        else:
+            reason = rules.reason(kind=source, content=content)
+        if reason:
+            found[(source, item_id)] = reason
+    return found
 
 
 def memory_reason(memory: Memory, rules: Rules) -> str | None:
