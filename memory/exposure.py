@@ -5,8 +5,9 @@ The rules, in one place:
 - A memory is *local only* when the person marked it so, or (unless they marked it "any
   model") when its kind is one they keep local, or its text reads as health (allergies,
   medication, diagnoses, conditions: local only by default, MEMORY_LOCAL_ONLY_DEFAULT).
-  A conversation summary is local only when the person keeps summaries local, or its text
-  reads as a local-only category; an entity when its description does.
+  A conversation summary is local only when the person keeps summaries local, its text
+  reads as a local-only category, or a memory learned in its conversation is local only (the
+  summary may restate it); an entity when its description reads as one.
 - Recall for a prompt to a hosted endpoint leaves local-only items out and counts them, by
   reason, in the reply's recall record ("2 memories kept local: health").
 - Text said to a local endpoint stays on local models: its extraction, title and summary go
