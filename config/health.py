@@ -13,7 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django_redis import get_redis_connection
 
-from config import llm
+from config import endpoints, llm
 from config.celery import app as celery_app
 
 # Seconds an LLM endpoint has to answer `GET /v1/models`. llama.cpp's server answers it only
@@ -66,6 +66,12 @@ def check_llm(*, detailed: bool) -> dict[str, Any]:
         **_check_endpoint(background=False),
         "base_url": settings.LLM_BASE_URL,
         "chat_model": settings.LLM_CHAT_MODEL,
+        # What people may choose, and which of them counts as local (not probed: a hosted
+        # API on every health check would cost money and time).
+        "endpoints": [
+            {"name": e.name, "local": e.local, "model": e.chat.model}
+            for e in endpoints.all_endpoints()
+        ],
     }
     background_url = settings.LLM_BACKGROUND_BASE_URL
     if background_url and background_url != settings.LLM_BASE_URL:

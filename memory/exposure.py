@@ -5,8 +5,9 @@ The rules, in one place:
 - A memory is *local only* when the person marked it so, or (unless they marked it "any
   model") when its kind is one they keep local, or its text reads as health (allergies,
   medication, diagnoses, conditions: local only by default, MEMORY_LOCAL_ONLY_DEFAULT).
-  A conversation summary is local only when the person keeps summaries local, or its text
-  reads as a local-only category; an entity when its description does.
+  A conversation summary is local only when the person keeps summaries local, its text
+  reads as a local-only category, or a memory learned in its conversation is local only (the
+  summary may restate it); an entity when its description reads as one.
 - Recall for a prompt to a hosted endpoint leaves local-only items out and counts them, by
   reason, in the reply's recall record ("2 memories kept local: health").
 - Text said to a local endpoint stays on local models: its extraction, title and summary go
@@ -157,6 +158,79 @@ def set_rules(*, user: Any, local_only: dict[str, bool]) -> Rules:
     keys = [k for k in KEY_NAMES if k in current]
     LocalOnlyRules.objects.update_or_create(user_id=user.pk, defaults={"keys": keys})
     return Rules(frozenset(keys))
+
+
+def hosted_reasons(
+    *, user: Any, items: list[tuple[str, int, str, str]]
+) -> dict[tuple[str, int], str]:
+    """{(source, id): reason} for recalled items (source, id, kind, content) that must not go
+    to a hosted endpoint. One round trip reads the person's rules, the own setting of the
+    recalled memories, and the memories learned in the recalled summaries' conversations: a
+    summary is local only when it reads as a local-only category, when the person keeps
+    summaries local, or when a memory learned in its conversation is local only (it may
+    restate it)."""
+    from django.db import connection
+
+    from memory.models import ConversationSummary
+
+    if not items:
+        return {}
+    quote = connection.ops.quote_name
+    rules_table = quote(LocalOnlyRules._meta.db_table)
+    memory_table = quote(Memory._meta.db_table)
+    summary_table = quote(ConversationSummary._meta.db_table)
+    user_id = getattr(user, "pk", user)
+    memory_ids = [i for source, i, _, _ in items if source == "memory"]
+    summary_ids = [i for source, i, _, _ in items if source == "summary"]
+    # Table names from model metadata; values are parameters.
+    sql = f"""
+        SELECT 'rules', NULL::bigint, NULL::boolean, NULL::text, NULL::text,
+               (SELECT keys FROM {rules_table} WHERE user_id = %s)
+        UNION ALL
+        SELECT 'memory', id, local_only, NULL, NULL, NULL FROM {memory_table}
+        WHERE user_id = %s AND id = ANY(%s) AND local_only IS NOT NULL
+        UNION ALL
+        SELECT 'summary', s.id, m.local_only, m.kind, m.content, NULL
+        FROM {summary_table} s JOIN {memory_table} m
+             ON m.user_id = s.user_id AND m.source_conversation_id = s.conversation_id
+        WHERE s.user_id = %s AND s.id = ANY(%s) AND m.local_only IS NOT FALSE
+    """  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [user_id, user_id, memory_ids, user_id, summary_ids])
+        rows = cursor.fetchall()
+    keys = next((row[5] for row in rows if row[0] == "rules"), None)
+    if isinstance(keys, str):  # a driver that does not decode jsonb
+        import json
+
+        keys = json.loads(keys)
+    rules = (
+        Rules(frozenset(default_keys()))
+        if keys is None
+        else Rules(frozenset(k for k in keys if _key(k)))
+    )
+    marked = {row[1]: row[2] for row in rows if row[0] == "memory"}
+    learned: dict[int, list[tuple[str, str, bool | None]]] = {}
+    for row in rows:
+        if row[0] == "summary":
+            learned.setdefault(row[1], []).append((row[3], row[4], row[2]))
+    found: dict[tuple[str, int], str] = {}
+    for source, item_id, kind, content in items:
+        if source == "memory":
+            reason = rules.reason(kind=kind, content=content, marked=marked.get(item_id))
+        elif source == "summary":
+            reason = rules.reason(kind=SUMMARY, content=content) or next(
+                (
+                    r
+                    for k, c, m in learned.get(item_id, [])
+                    if (r := rules.reason(kind=k, content=c, marked=m))
+                ),
+                None,
+            )
+        else:
+            reason = rules.reason(kind=source, content=content)
+        if reason:
+            found[(source, item_id)] = reason
+    return found
 
 
 def memory_reason(memory: Memory, rules: Rules) -> str | None:

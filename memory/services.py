@@ -911,21 +911,6 @@ def _kept_local(user: Any, items: list[RecalledItem]) -> dict[tuple[str, int], s
     """{(source, id): reason} for the recalled items that must not go to a hosted endpoint."""
     from memory import exposure
 
-    if not items:
-        return {}
-    rules = exposure.rules_for(user=user)
-    memory_ids = [item.id for item in items if item.source == "memory"]
-    marked = dict(
-        Memory.objects.for_user(user).filter(pk__in=memory_ids).values_list("pk", "local_only")
+    return exposure.hosted_reasons(
+        user=user, items=[(item.source, item.id, item.kind, item.content) for item in items]
     )
-    found = {}
-    for item in items:
-        if item.source == "memory":
-            reason = rules.reason(kind=item.kind, content=item.content, marked=marked.get(item.id))
-        elif item.source == "summary":
-            reason = rules.reason(kind=exposure.SUMMARY, content=item.content)
-        else:
-            reason = rules.reason(kind=item.source, content=item.content)
-        if reason:
-            found[(item.source, item.id)] = reason
-    return found

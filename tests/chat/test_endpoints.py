@@ -344,3 +344,29 @@ def test_no_api_key_is_stored_or_exported(
     from config import endpoints
 
     assert HOSTED_KEY not in repr(endpoints.all_endpoints())
+
+
+def test_a_summary_of_a_conversation_with_a_local_only_memory_stays_local(
+    user: Any, fake_llm: FakeLLM, hosted: FakeLLM
+) -> None:
+    earlier = services.start_conversation(user=user)
+    exchange(user, earlier, "My salary is eighty thousand a year.", "Thanks for telling me.")
+    salary = memory_services.remember(
+        user=user,
+        content="My salary is eighty thousand a year",
+        source_conversation_id=earlier.pk,
+    )
+    exposure.set_memory_local_only(user=user, memory_id=salary.pk, local_only=True)
+    fake_llm.reply("I said my salary is eighty thousand a year.")
+    assert services.summarize_conversation(conversation_id=earlier.pk)
+
+    question = "What is my salary per year?"
+    on_hosted = services.start_conversation(user=user, endpoint="hosted")
+    _, reply = services.reply_to(user=user, conversation_id=on_hosted.pk, content=question)
+    assert "eighty" not in prompt_text(hosted.chat_requests[-1])
+    held = {(i["source"], i["held_back"]) for i in reply.recall["items"] if i.get("held_back")}
+    assert ("summary", "marked") in held and ("memory", "marked") in held
+
+    on_local = services.start_conversation(user=user)
+    services.reply_to(user=user, conversation_id=on_local.pk, content=question)
+    assert "I said my salary is eighty thousand" in prompt_text(fake_llm.chat_requests[-1])

@@ -105,8 +105,8 @@ def test_choose_the_hosted_endpoint_and_keep_memories_local(
 
     rules = page.locator("#local-only-rules")
     rules.get_by_label("Facts").check()
-    rules.get_by_role("button", name="Save").click()
-    expect(page.locator("#local-only-rules .saved")).to_have_text("Saved.")
+    rules.get_by_role("button", name="Apply").click()
+    expect(page.locator("#local-only-rules .saved")).to_have_text("Applied.")
     expect(allergy).to_contain_text("allowed on hosted models (set by you)")
     shots(page, "memory-local-only")
 

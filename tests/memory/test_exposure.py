@@ -272,7 +272,7 @@ def test_the_memory_page_toggles_a_memory_and_saves_rules(user: Any, user_client
     saved = user_client.post(
         "/memory/local-only", {"local_only": ["fact", "summary"]}, HTTP_HX_REQUEST="true"
     )
-    assert saved.status_code == 200 and "Saved." in saved.content.decode()
+    assert saved.status_code == 200 and "Applied." in saved.content.decode()
     assert exposure.rules_for(user=user).keys == {"fact", "summary"}
     assert "Keep on local models only" in user_client.get("/account/").content.decode()
 
@@ -311,3 +311,24 @@ def test_a_diagnosis_is_read_deterministically_and_kept_local(user: Any) -> None
     ]
     rules = exposure.rules_for(user=user)
     assert rules.reason(kind="fact", content=reading.statements[0].content) == "health"
+
+
+def test_a_typo_in_the_local_only_default_is_a_startup_error(settings: Any) -> None:
+    from memory.checks import check_local_only_default
+
+    settings.MEMORY_LOCAL_ONLY_DEFAULT = ["health", "fact"]
+    assert check_local_only_default() == []
+    settings.MEMORY_LOCAL_ONLY_DEFAULT = ["helath"]
+    (error,) = check_local_only_default()
+    assert error.id == "mnemo.E010" and "'helath'" in error.msg
+
+
+def test_the_staff_health_check_lists_endpoints_and_their_locality(settings: Any) -> None:
+    from config.health import check_llm
+
+    settings.LLM_EXTRA_ENDPOINTS = [HOSTED]
+    listed = check_llm(detailed=True)["endpoints"]
+    assert listed == [
+        {"name": "default", "local": True, "model": "fake-chat"},
+        {"name": "hosted", "local": False, "model": "gpt-test"},
+    ]
