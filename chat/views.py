@@ -67,9 +67,14 @@ def index(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def new_conversation(request: HtmxHttpRequest) -> HttpResponse:
-    conversation = services.start_conversation(
-        user=request.user, incognito=request.POST.get("incognito") in ("on", "true", "1")
-    )
+    try:
+        conversation = services.start_conversation(
+            user=request.user,
+            incognito=request.POST.get("incognito") in ("on", "true", "1"),
+            endpoint=request.POST.get("endpoint", ""),
+        )
+    except services.ChatError as exc:
+        return HttpResponse(escape(exc.message), status=exc.status, content_type="text/plain")
     url = reverse("chat:conversation", args=[conversation.pk])
     if request.htmx:
         return HttpResponseClientRedirect(url)

@@ -81,6 +81,9 @@ def test_choose_the_hosted_endpoint_and_keep_memories_local(
     reply = page.locator(".message-assistant").last
     expect(reply).to_contain_text("Try a stir-fry with rice, Ana.")
     expect(reply.locator(".held-back")).to_have_text("1 memory kept local: health")
+    expect(page.locator("#title-text")).to_have_text("What should I cook tonight?")
+    # New chats start on the model this one uses now.
+    expect(page.get_by_label("Model for the new chat")).to_have_value("hosted")
     prompt = "\n".join(m["content"] for m in hosted.chat_requests[-1]["messages"])
     assert "Ana" in prompt and "peanuts" not in prompt
     assert not fake_llm.chat_requests  # the local model was not asked

@@ -332,3 +332,22 @@ def test_the_staff_health_check_lists_endpoints_and_their_locality(settings: Any
         {"name": "default", "local": True, "model": "fake-chat"},
         {"name": "hosted", "local": False, "model": "gpt-test"},
     ]
+
+
+def test_a_new_chat_starts_on_the_endpoint_chosen_in_the_sidebar(
+    user: Any, user_client: Client, settings: Any
+) -> None:
+    from chat.models import Conversation
+
+    settings.LLM_EXTRA_ENDPOINTS = [HOSTED]
+    page = user_client.get("/chat/").content.decode()
+    assert 'id="new-chat-endpoint"' in page and "Hosted GPT (hosted)" in page
+    response = user_client.post("/chat/new", {"endpoint": "hosted"})
+    assert response.status_code == 302
+    assert Conversation.objects.get(user=user).endpoint == "hosted"
+    refused = user_client.post("/chat/new", {"endpoint": "nope"})
+    assert refused.status_code == 400
+    assert "choose one of default, hosted" in refused.content.decode()
+    assert Conversation.objects.filter(user=user).count() == 1
+    settings.LLM_EXTRA_ENDPOINTS = []
+    assert 'id="new-chat-endpoint"' not in user_client.get("/chat/").content.decode()
