@@ -218,7 +218,7 @@ def keys_for(store: str, conversation: Conversation, dia_id: str) -> str:
     would add them with `enrich_recall_keys` (full text only, not in the embedding)."""
     if store != "dated, fact keys":
         return ""
-    return " ".join(" ".join(conversation.facts.get(dia_id, [])).split())
+    return "\n".join(" ".join(fact.split()) for fact in conversation.facts.get(dia_id, []))
 
 
 def rows_for(store: str, conversation: Conversation) -> list[tuple[str, str]]:
