@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count, F, Value
 from django.db.models.functions import Coalesce, Greatest
@@ -55,9 +56,20 @@ def _remove(ids: list[int], counts: dict[str, int], kind: str, **still: Any) -> 
     from memory import services  # services imports this module (expiry_for)
 
     with transaction.atomic():
+        # The people first, as a forget or an extraction locks them, so taking the words out
+        # of their other memories' recall keys never waits on one of those (nor deadlocks);
+        # a person busy right now keeps their memories until the next run.
+        owners = set(Memory.objects.filter(pk__in=ids).values_list("user_id", flat=True))
+        free = list(
+            get_user_model()
+            .objects.select_for_update(skip_locked=True)
+            .filter(pk__in=owners)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         rows = list(
             Memory.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=ids, pinned=False, **still)
+            .filter(pk__in=ids, user_id__in=free, pinned=False, **still)
             .values_list("pk", "user_id", "content")
         )
         # The words of every earlier event go with the memory (added, updated, pinned).

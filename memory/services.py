@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -124,6 +125,17 @@ def remember(
     return memory
 
 
+def lock_person(user_id: int) -> None:
+    """Take the person's row lock for the current transaction.
+
+    A forget or a correction also edits the recall keys of the memories learned with it
+    (`unlink_recall_keys`), so two of them on sibling memories would each hold one row and
+    wait for the other's. Taking the person first, as extraction and retention do, runs them
+    one after the other instead.
+    """
+    get_user_model().objects.select_for_update().filter(pk=user_id).exists()
+
+
 def _locked(user: Any, memory_id: int) -> Memory:
     try:
         return Memory.objects.for_user(user).select_for_update().get(pk=memory_id)
@@ -151,6 +163,7 @@ def update_memory(
     if vector is None and new_content is not None:
         vector = embeddings.embed_one(new_content)
     with transaction.atomic():
+        lock_person(user.pk)
         memory = _locked(user, memory_id)
         old, old_kind = memory.content, memory.kind
         if (new_content is None or new_content == old) and (kind is None or kind == old_kind):
@@ -216,6 +229,7 @@ def forget(
     its history keeps the old text of each correction.
     """
     with transaction.atomic():
+        lock_person(user.pk)
         memory = _locked(user, memory_id)
         scrub_history(user=user, memory_ids=[memory.pk])
         # Its words also go from the recall keys of the memories learned with it.
