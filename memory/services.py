@@ -301,7 +301,7 @@ def enrich_recall_keys(*, user: Any, memory_id: int, facts: list[str]) -> None:
     """Let recall find a memory by more words: the other facts learned from the same turn.
 
     Extraction calls it for each memory a turn added or changed, with the turn's other
-    memories' texts (`memory.extraction._record`). The words feed recall's full-text ranking
+    memories' texts (`memory.extraction._share_keys`). The words feed recall's full-text ranking
     only; they are never shown or put in the prompt. Each fact is kept whole on a line of its
     own (never cut), so when that fact is forgotten or corrected its words are taken out of
     every memory that borrowed them (`unlink_recall_keys`); the keys are also cleared when
