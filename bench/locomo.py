@@ -17,7 +17,11 @@ what they would see in the product):
 - dated+facts:      the dated text, then the same facts
 - turn, fact rows:  the text as one memory, and each fact as its own memory with the same dia_id
 - dated, fact keys: the dated text, with the facts as its recall keys (full text only, not
-                    embedded), as extraction adds them with `enrich_recall_keys`
+                    embedded)
+- dated, fact rows: the dated text as one memory, and each fact as its own memory
+- dated, fact rows, shared keys: the dated text and each fact as memories of their own, each
+                    with the others of its turn as recall keys: what extraction stores when
+                    one message gives several memories (`memory.extraction._share_keys`)
 
 For every question of categories 1-4 (5, adversarial, has no evidence) it then asks the real
 `recall(user=..., query=question, embedding=..., limit=10, token_budget=1_000_000)` and ranks
@@ -100,6 +104,8 @@ STORES = (
     "dated+facts",
     "turn, fact rows",
     "dated, fact keys",
+    "dated, fact rows",
+    "dated, fact rows, shared keys",
 )
 # README baselines (all ten conversations, 1,536 questions), R@5 / R@10.
 BASELINES: dict[tuple[str, str], tuple[float, float, str]] = {
@@ -110,6 +116,7 @@ BASELINES: dict[tuple[str, str], tuple[float, float, str]] = {
     ("turn+facts", "vector"): (0.514, 0.610, "cosine over turn + facts"),
     ("turn+facts", "hybrid"): (0.583, 0.663, "RRF over turn + facts"),
 }
+STORE_WIDTH = max(len(store) for store in STORES)
 EVIDENCE_RE = re.compile(r"D\s*:?\s*(\d+)\s*:\s*(\d+)")
 
 
@@ -213,12 +220,16 @@ def load(path: Path) -> list[Conversation]:
     return conversations
 
 
-def keys_for(store: str, conversation: Conversation, dia_id: str) -> str:
-    """The memory's recall keys: in "dated, fact keys", the turn's facts, as extraction
-    would add them with `enrich_recall_keys` (full text only, not in the embedding)."""
-    if store != "dated, fact keys":
-        return ""
-    return " ".join(" ".join(conversation.facts.get(dia_id, [])).split())
+def keys_for(store: str, conversation: Conversation, dia_id: str, content: str) -> str:
+    """The memory's recall keys (one fact a line, full text only, not in the embedding): in
+    "dated, fact keys" the turn's facts; in "dated, fact rows, shared keys" the texts of the
+    other memories of the same turn, as extraction shares them (`enrich_recall_keys`)."""
+    if store == "dated, fact keys":
+        return "\n".join(" ".join(fact.split()) for fact in conversation.facts.get(dia_id, []))
+    if store == "dated, fact rows, shared keys":
+        turn = [text for text, dia in rows_for(store, conversation) if dia == dia_id]
+        return "\n".join(text for text in turn if text != content)
+    return ""
 
 
 def rows_for(store: str, conversation: Conversation) -> list[tuple[str, str]]:
@@ -237,6 +248,9 @@ def rows_for(store: str, conversation: Conversation) -> list[tuple[str, str]]:
             rows.append((" ".join([dated, *facts]), turn.dia_id))
         elif store == "dated, fact keys":
             rows.append((dated, turn.dia_id))  # the facts are its recall keys (keys_for)
+        elif store in ("dated, fact rows", "dated, fact rows, shared keys"):
+            rows.append((dated, turn.dia_id))
+            rows += [(fact, turn.dia_id) for fact in facts]
         else:
             rows.append((turn.text, turn.dia_id))
             rows += [(fact, turn.dia_id) for fact in facts]
@@ -315,7 +329,7 @@ def store_memories(conversations: list[Conversation], vectors: dict[str, Matrix]
                         user=user,
                         kind=Memory.Kind.FACT,
                         content=content,
-                        recall_keys=keys_for(store, conversation, dia_id),
+                        recall_keys=keys_for(store, conversation, dia_id, content),
                         embedding=vectors[content],
                         importance=0.5,
                         source_excerpt=dia_id,
@@ -678,14 +692,14 @@ def describe_data(conversations: list[Conversation]) -> None:
 def print_table(results: list[Result]) -> None:
     print()
     print(
-        f"{'store':<16} {'mode':<22} {'R@5':>6} {'R@10':>6}   {'ranked':>6}   "
+        f"{'store':<{STORE_WIDTH}} {'mode':<22} {'R@5':>6} {'R@10':>6}   {'ranked':>6}   "
         f"{'README (10 conv.)':<36} {'R@5':>6} {'R@10':>6}"
     )
     for r in results:
         base = BASELINES.get((r.store, r.mode))
         baseline = f"{base[2]:<36} {base[0]:6.3f} {base[1]:6.3f}" if base else ""
         print(
-            f"{r.store:<16} {r.mode:<22} {r.mean(5):6.3f} {r.mean(10):6.3f}   "
+            f"{r.store:<{STORE_WIDTH}} {r.mode:<22} {r.mean(5):6.3f} {r.mean(10):6.3f}   "
             f"{statistics.fmean(r.returned):6.1f}   {baseline}"
         )
     print(
@@ -697,10 +711,11 @@ def print_table(results: list[Result]) -> None:
 def print_categories(results: list[Result]) -> None:
     print()
     print("R@5 / R@10 by category")
-    print(f"{'store':<16} {'mode':<22} " + "".join(f"{name:>16}" for name in CATEGORIES.values()))
+    names = "".join(f"{name:>16}" for name in CATEGORIES.values())
+    print(f"{'store':<{STORE_WIDTH}} {'mode':<22} {names}")
     for r in results:
         cells = "".join(f"{r.mean(5, c):>8.3f}{r.mean(10, c):>8.3f}" for c in CATEGORIES)
-        print(f"{r.store:<16} {r.mode:<22} {cells}")
+        print(f"{r.store:<{STORE_WIDTH}} {r.mode:<22} {cells}")
 
 
 def merged(label: str, store: str, parts: list[Result]) -> Result:

@@ -88,7 +88,7 @@ IMPORTANCE = (0.8, 0.7, 0.5, 0.6)
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 COPY_COLUMNS = (
     "user_id", "kind", "content", "embedding", "importance", "pinned",
-    "created_at", "updated_at", "confirmations", "source_excerpt",
+    "created_at", "updated_at", "confirmations", "source_excerpt", "source_deleted",
 )  # fmt: skip
 
 
@@ -198,7 +198,8 @@ _VECTOR_HEAD = struct.pack("!ihh", 4 + 4 * DIM, DIM, 0)  # pgvector: dim, unused
 _KIND_FIELDS = [_I4.pack(len(k)) + k.encode() for k in KIND_NAMES]
 _IMPORTANCE_FIELDS = [_FLOAT8.pack(8, value) for value in IMPORTANCE]
 _PINNED_FALSE = _I4.pack(1) + b"\x00"
-_TAIL = _I4.pack(4) + _I4.pack(0) + _I4.pack(0)  # confirmations 0, source_excerpt ''
+# confirmations 0, source_excerpt '', source_deleted false
+_TAIL = _I4.pack(4) + _I4.pack(0) + _I4.pack(0) + _I4.pack(1) + b"\x00"
 
 
 def copy_rows(user_id: int, data: UserData) -> list[bytes]:

@@ -718,6 +718,7 @@ def _record(
                 plans, entities = [], []
             for plan in plans:
                 _apply(user, plan, outcome, source_message_id, source_conversation_id, excerpt)
+            _share_keys(user, outcome)
             for candidate in entities or []:
                 _apply_entity(user, candidate, outcome, source_message_id)
             # The run goes in last, with its counts: one INSERT instead of an INSERT and an
@@ -742,6 +743,21 @@ def _record(
         # Reasons and kinds only, never the text: a rejected candidate may be a secret.
         logger.info("extraction of message %s rejected %s", source_message_id, outcome.rejected)
     return run
+
+
+def _share_keys(user: Any, outcome: Outcome) -> None:
+    """Each memory this turn added or changed can be found by the others' words too.
+
+    "I moved to Lisbon and started at a bakery there" becomes two memories; a question
+    about the bakery's city then finds both. The texts go into recall keys (full text only,
+    never shown), and come out of them again when that memory is forgotten, expired or
+    corrected (`services.unlink_recall_keys`), so a forgotten fact leaves no words behind.
+    """
+    if len(outcome.written) < 2:
+        return
+    for memory_id in outcome.written:
+        others = [text for pk, text in outcome.written.items() if pk != memory_id]
+        services.enrich_recall_keys(user=user, memory_id=memory_id, facts=others)
 
 
 def _apply_entity(

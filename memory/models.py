@@ -60,8 +60,10 @@ class Memory(models.Model):
     # and retrieves better against the person's own questions.
     content = models.TextField()
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
-    # More words recall finds the memory by, never shown in the prompt: what extraction
-    # learned from the same turn (services.enrich_recall_keys). Cleared when the text changes.
+    # More words recall finds the memory by, never shown in the prompt: the texts of the other
+    # memories learned from the same turn, one a line (services.enrich_recall_keys). Cleared
+    # when the text changes; a line goes when its memory is forgotten, expires or is corrected
+    # (services.unlink_recall_keys).
     recall_keys = models.TextField(blank=True, default="", db_default="")
     search = models.GeneratedField(
         expression=SearchVector("content", "recall_keys", config="english"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count, F, Value
 from django.db.models.functions import Coalesce, Greatest
@@ -52,14 +53,27 @@ def apply_policy(*, kind: str) -> int:
 
 def _remove(ids: list[int], counts: dict[str, int], kind: str, **still: Any) -> set[int]:
     """Remove those of `ids` not locked by someone else (and still matching `still`)."""
+    from memory import services  # services imports this module (expiry_for)
+
     with transaction.atomic():
+        # The people first, as a forget or an extraction locks them, so taking the words out
+        # of their other memories' recall keys never waits on one of those (nor deadlocks);
+        # a person busy right now keeps their memories until the next run.
+        owners = set(Memory.objects.filter(pk__in=ids).values_list("user_id", flat=True))
+        free = list(
+            get_user_model()
+            .objects.select_for_update(skip_locked=True)
+            .filter(pk__in=owners)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         rows = list(
             Memory.objects.select_for_update(skip_locked=True)
-            .filter(pk__in=ids, pinned=False, **still)
-            .values_list("pk", "user_id")
+            .filter(pk__in=ids, user_id__in=free, pinned=False, **still)
+            .values_list("pk", "user_id", "content")
         )
         # The words of every earlier event go with the memory (added, updated, pinned).
-        MemoryEvent.objects.filter(memory_ref__in=[pk for pk, _ in rows]).exclude(
+        MemoryEvent.objects.filter(memory_ref__in=[pk for pk, _, _ in rows]).exclude(
             old_content="", new_content=""
         ).update(old_content="", new_content="")
         MemoryEvent.objects.bulk_create(
@@ -70,11 +84,17 @@ def _remove(ids: list[int], counts: dict[str, int], kind: str, **still: Any) -> 
                 action=MemoryEvent.Action.EXPIRED,
                 actor=MemoryEvent.Actor.RETENTION,
             )
-            for pk, user_id in rows
+            for pk, user_id, _ in rows
         )
-        Memory.objects.filter(pk__in=[pk for pk, _ in rows]).delete()
+        # Nor do the other memories that borrowed its words as recall keys keep them.
+        texts: dict[int, list[str]] = {}
+        for _, user_id, content in rows:
+            texts.setdefault(user_id, []).append(content)
+        for user_id, contents in texts.items():
+            services.unlink_recall_keys(user_id=user_id, texts=contents)
+        Memory.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
     counts[kind] = counts.get(kind, 0) + len(rows)
-    return {pk for pk, _ in rows}
+    return {pk for pk, _, _ in rows}
 
 
 def run_retention(

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -124,6 +125,17 @@ def remember(
     return memory
 
 
+def lock_person(user_id: int) -> None:
+    """Take the person's row lock for the current transaction.
+
+    A forget or a correction also edits the recall keys of the memories learned with it
+    (`unlink_recall_keys`), so two of them on sibling memories would each hold one row and
+    wait for the other's. Taking the person first, as extraction and retention do, runs them
+    one after the other instead.
+    """
+    get_user_model().objects.select_for_update().filter(pk=user_id).exists()
+
+
 def _locked(user: Any, memory_id: int) -> Memory:
     try:
         return Memory.objects.for_user(user).select_for_update().get(pk=memory_id)
@@ -151,6 +163,7 @@ def update_memory(
     if vector is None and new_content is not None:
         vector = embeddings.embed_one(new_content)
     with transaction.atomic():
+        lock_person(user.pk)
         memory = _locked(user, memory_id)
         old, old_kind = memory.content, memory.kind
         if (new_content is None or new_content == old) and (kind is None or kind == old_kind):
@@ -159,6 +172,8 @@ def update_memory(
             memory.content = new_content
             memory.embedding = vector
             memory.recall_keys = ""  # they described the old text
+            # The old text is no other memory's search words any more either.
+            unlink_recall_keys(user_id=user.pk, texts=[old])
         if kind is not None:
             memory.kind = kind
         memory.updated_at = timezone.now()
@@ -216,9 +231,12 @@ def forget(
     from memory import review  # review builds on this module
 
     with transaction.atomic():
+        lock_person(user.pk)
         memory = _locked(user, memory_id)
         scrub_history(user=user, memory_ids=[memory.pk])
         review.drop_proposals_about(user=user, memory_id=memory.pk)
+        # Its words also go from the recall keys of the memories learned with it.
+        unlink_recall_keys(user_id=user.pk, texts=[memory.content])
         _event(memory, MemoryEvent.Action.DELETED, actor, source=source_message_id)
         memory.delete()
 
@@ -283,33 +301,72 @@ def confirm(*, user: Any, memory_id: int, kind: str | None = None) -> None:
     )
 
 
-def enrich_recall_keys(*, user: Any, memory_id: int, facts: list[str]) -> None:
-    """Let recall find a memory by more words: facts extraction learned from the same turn.
+# Recall keys are whole facts, one a line, so the words of one fact can be taken out again.
+KEY_SEPARATOR = "\n"
 
-    For extraction to call after it stores a memory (the other facts of that turn, the
-    people it names). The words feed recall's full-text ranking only; they are never shown
-    or put in the prompt, and are cleared when the memory's text changes. Secrets and
-    instructions are dropped, repeats skipped, the keys bounded. One UPDATE scoped to the
-    person; no history event (keys are derived from the memory's turn, not the memory).
+
+def enrich_recall_keys(*, user: Any, memory_id: int, facts: list[str]) -> None:
+    """Let recall find a memory by more words: the other facts learned from the same turn.
+
+    Extraction calls it for each memory a turn added or changed, with the turn's other
+    memories' texts (`memory.extraction._share_keys`). The words feed recall's full-text ranking
+    only; they are never shown or put in the prompt. Each fact is kept whole on a line of its
+    own (never cut), so when that fact is forgotten or corrected its words are taken out of
+    every memory that borrowed them (`unlink_recall_keys`); the keys are also cleared when
+    the memory's own text changes. Secrets and instructions are dropped, repeats skipped, the
+    keys bounded. One UPDATE scoped to the person; no history event (keys are derived from
+    the memory's turn, not the memory).
     """
     row = Memory.objects.for_user(user).filter(pk=memory_id).values_list("content", "recall_keys")
     found = row.first()
     if found is None:
         return
     content, keys = found
-    known = f"{content} {keys}".lower()
-    extra: list[str] = []
+    lines = [line for line in keys.split(KEY_SEPARATOR) if line]
+    known = " ".join([content, *lines]).lower()
+    limit = 2 * settings.MEMORY_MAX_CHARS
+    size = len(keys)
+    added = False
     for fact in facts:
         text = " ".join(fact.split()) if isinstance(fact, str) else ""
         if not text or text.lower() in known or guards.contains_secret(text):
             continue
-        if guards.is_instruction(text):
+        if guards.is_instruction(text) or size + len(text) + 1 > limit:
             continue
-        extra.append(text)
+        lines.append(text)
         known += " " + text.lower()
-    if extra:
-        joined = " ".join([keys, *extra]).strip()[: 2 * settings.MEMORY_MAX_CHARS]
+        size += len(text) + 1
+        added = True
+    if added:
+        joined = KEY_SEPARATOR.join(lines)
         Memory.objects.for_user(user).filter(pk=memory_id).update(recall_keys=joined)
+
+
+def unlink_recall_keys(*, user_id: int, texts: list[str]) -> int:
+    """Take these memory texts out of the recall keys of every memory of the person.
+
+    Called wherever a memory's words go (forgotten, expired, trimmed, corrected), before or
+    in the same transaction as the change, so no other memory keeps them as search words.
+    Whole lines only: a fact is removed exactly as `enrich_recall_keys` stored it. One UPDATE
+    over the person's rows that hold one of the texts; returns how many changed.
+    """
+    texts = sorted({" ".join(text.split()) for text in texts if text})
+    if not texts:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE memory_memory
+            SET recall_keys = array_to_string(
+                ARRAY(SELECT line FROM unnest(string_to_array(recall_keys, %(sep)s)) line
+                      WHERE line <> ALL(%(texts)s::text[])),
+                %(sep)s)
+            WHERE user_id = %(user_id)s AND recall_keys <> ''
+              AND string_to_array(recall_keys, %(sep)s) && %(texts)s::text[]
+            """,
+            {"sep": KEY_SEPARATOR, "texts": texts, "user_id": user_id},
+        )
+        return cursor.rowcount
 
 
 def mark_used(*, user: Any, memory_ids: list[int]) -> None:

@@ -491,3 +491,40 @@ def test_recording_for_an_erased_account_writes_nothing(user: Any) -> None:
     assert not Memory.objects.filter(user_id=user_id).exists()
     assert not ExtractionRun.objects.filter(user_id=user_id).exists()
     assert not MemoryEvent.objects.filter(user_id=user_id).exists()
+
+
+# --- Recall keys shared by a turn's memories ---
+
+
+def test_memories_learned_from_one_turn_are_found_by_each_others_words(
+    user: Any, settings: Any
+) -> None:
+    settings.MEMORY_MIN_SIMILARITY = -1.0
+    message = _said(
+        user,
+        "These days I play squash on Sundays, I am learning Portuguese and I drink tea every "
+        "morning.",
+    )
+
+    _extract(user, message)
+
+    keys = dict(Memory.objects.filter(user=user).values_list("content", "recall_keys"))
+    assert keys["I play squash on Sundays."].splitlines() == [
+        "I am learning Portuguese.",
+        "I drink tea every morning.",
+    ]
+    assert "I play squash on Sundays." in keys["I am learning Portuguese."].splitlines()
+    # Found by a word only its sibling holds; the prompt still shows only its own text.
+    squash = Memory.objects.get(user=user, content="I play squash on Sundays.")
+    recalled = services.recall(user=user, query="Portuguese", limit=3)
+    found = {item.id: item for item in recalled.considered}
+    assert found[squash.pk].text_position is not None
+    assert "Portuguese" not in next(
+        line for line in recalled.prompt_block().splitlines() if "squash" in line
+    )
+
+
+def test_a_memory_alone_in_its_turn_gets_no_recall_keys(user: Any) -> None:
+    _extract(user, _said(user, "I play squash on Sundays."))
+
+    assert list(Memory.objects.filter(user=user).values_list("recall_keys", flat=True)) == [""]

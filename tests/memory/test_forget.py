@@ -64,7 +64,23 @@ def _corrected_and_pinned(user: Any) -> Memory:
         embedding=_vector("c"),
     )  # fmt: skip
     memory_services.set_pinned(user=user, memory_id=memory.pk, pinned=True)
+    _learned_with(user, memory)
     return memory
+
+
+def _learned_with(user: Any, memory: Memory) -> Memory:
+    """A memory learned in the same turn: as extraction does, it can be found by the other's
+    words (its recall keys hold the other's text). A preference, so no fact policy or cap of
+    these tests touches it."""
+    sibling = memory_services.remember(
+        user=user, kind="preference", content="I like quiet gyms", embedding=_vector("s")
+    )
+    memory_services.enrich_recall_keys(
+        user=user, memory_id=sibling.pk, facts=[Memory.objects.get(pk=memory.pk).content]
+    )
+    sibling.refresh_from_db()
+    assert CANARY in sibling.recall_keys
+    return sibling
 
 
 def test_deleting_a_memory_on_the_page_leaves_its_words_nowhere(
@@ -112,6 +128,28 @@ def test_a_fact_the_extractor_deletes_as_contradicted_leaves_its_words_nowhere(
     assert _traces(user) == {}
     deleted = MemoryEvent.objects.get(memory_ref=memory.pk, action="deleted")
     assert (deleted.actor, deleted.source_message_id) == ("extractor", 7)
+
+
+def test_a_corrected_memory_leaves_its_old_words_in_no_other_memorys_recall_keys(
+    user: Any, user_client: Client
+) -> None:
+    memory = memory_services.remember(
+        user=user, content=f"My locker nickname is {CANARY}", embedding=_vector("a")
+    )
+    sibling = _learned_with(user, memory)
+
+    response = user_client.post(
+        reverse("memory:edit", args=[memory.pk]), {"content": "My locker nickname is Bolt"}
+    )
+
+    assert response.status_code == 200
+    sibling.refresh_from_db()
+    assert sibling.recall_keys == ""
+    assert sibling.content == "I like quiet gyms"
+    # While the corrected memory lives, its own history keeps the old text, and only there.
+    assert _rows_containing(CANARY) == {"memory_memoryevent": 2}
+    recalled = memory_services.recall(user=user, query=CANARY, embedding=_vector("q"))
+    assert sibling.pk not in [i.id for i in recalled.considered if i.text_position is not None]
 
 
 def test_a_memory_removed_by_retention_leaves_its_words_nowhere(user: Any) -> None:

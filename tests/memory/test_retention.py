@@ -528,3 +528,49 @@ def test_a_memory_locked_by_someone_else_is_skipped_not_waited_for(user: Any) ->
     # The next run takes it.
     assert retention.run_retention().expired == {"fact": 1}
     assert _ids(user) == set()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_person_busy_forgetting_keeps_expired_memories_until_the_next_run(
+    user: Any, other_user: Any
+) -> None:
+    # A forget or correction holds the person's lock while it edits the recall keys of the
+    # memories learned with it; retention skips that person rather than wait (or deadlock).
+    busy = _aged(_remember(user, "I am forgetting things right now"), 400)
+    theirs = _aged(_remember(other_user, "Nobody is forgetting anything here"), 400)
+    holding, release = threading.Event(), threading.Event()
+
+    def forget_slowly() -> None:
+        try:
+            with transaction.atomic():
+                memory_services.lock_person(user.pk)
+                holding.set()
+                release.wait(20)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=forget_slowly, daemon=True)
+    holder.start()
+    assert holding.wait(10)
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["run"] = retention.run_retention()
+        finally:
+            connections.close_all()
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(5)
+    finished_while_locked = not runner.is_alive()
+    release.set()
+    holder.join(10)
+    runner.join(20)
+
+    assert finished_while_locked, "retention waited for a busy person instead of skipping"
+    assert result["run"].expired == {"fact": 1}
+    assert _ids(user) == {busy.pk}
+    assert not Memory.objects.filter(pk=theirs.pk).exists()
+    assert retention.run_retention().expired == {"fact": 1}
+    assert _ids(user) == set()
