@@ -790,6 +790,15 @@ WHERE e.user_id = %(user_id)s AND e.key = ANY(%(names)s::text[])
 """
 )
 
+# RECALL_SQL with PostgreSQL's own $n placeholders, for the prepared path: psycopg re-parses a
+# %(name)s statement longer than 4 kB on every call (~0.1-0.3 ms here); this is done once.
+RECALL_PARAMETERS = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", RECALL_SQL)))
+RECALL_SQL_NATIVE = re.sub(
+    r"%\((\w+)\)s", lambda m: f"${RECALL_PARAMETERS.index(m.group(1)) + 1}", RECALL_SQL
+)
+if "%" in RECALL_SQL_NATIVE:  # a literal % would need escaping in the %(name)s form
+    raise RuntimeError("RECALL_SQL holds a '%' that is not a parameter")
+
 # A prompt line costs the memory's tokens plus its "- (kind) " prefix and newline.
 LINE_TOKENS = 4
 # A date no memory has: the period bounds when the message names no time.
@@ -868,8 +877,9 @@ def _run_recall(parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
     # own cursors bind on the client and never prepare, so this changes nothing for them.
     if raw.prepare_threshold is None:
         raw.prepare_threshold = 1_000_000
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        cursor.execute(RECALL_SQL, parameters, prepare=True)
+    with connection.wrap_database_errors, psycopg.RawCursor(raw) as cursor:
+        values = [parameters[name] for name in RECALL_PARAMETERS]
+        cursor.execute(RECALL_SQL_NATIVE, values, prepare=True)
         return cursor.fetchall()
 
 
