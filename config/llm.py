@@ -126,11 +126,12 @@ def _cached_client(
 # One HTTP client per event loop for streamed replies (its connection pool belongs to the loop
 # that opened it), rebuilt when the endpoint's settings change.
 _stream_clients: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, tuple[tuple[Any, ...], httpx.AsyncClient]
+    asyncio.AbstractEventLoop, tuple[tuple[Any, ...], httpx.AsyncClient, httpx.URL]
 ] = weakref.WeakKeyDictionary()
 
 
-def _stream_client() -> httpx.AsyncClient:
+def _stream_client() -> tuple[httpx.AsyncClient, httpx.URL]:
+    """The loop's client and the chat-completions URL (parsed once: ~0.1 ms a request)."""
     loop = asyncio.get_running_loop()
     config = (
         _base_url().rstrip("/"),
@@ -140,7 +141,7 @@ def _stream_client() -> httpx.AsyncClient:
     )
     kept = _stream_clients.get(loop)
     if kept is not None and kept[0] == config:
-        return kept[1]
+        return kept[1], kept[2]
     client = httpx.AsyncClient(
         base_url=config[0],
         headers={"Authorization": f"Bearer {config[1]}", "Accept": "text/event-stream"},
@@ -148,8 +149,9 @@ def _stream_client() -> httpx.AsyncClient:
         # The SDK's limits: a connection per concurrent stream, up to a thousand.
         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
     )
-    _stream_clients[loop] = (config, client)
-    return client
+    url = httpx.URL(f"{config[0]}/chat/completions")
+    _stream_clients[loop] = (config, client, url)
+    return client, url
 
 
 def _translate(exc: Exception) -> LLMError:
@@ -248,10 +250,8 @@ async def stream_chat(
         "stream_options": {"include_usage": True},
     }
     try:
-        client = _stream_client()
-        response = await client.send(
-            client.build_request("POST", "chat/completions", json=body), stream=True
-        )
+        client, url = _stream_client()
+        response = await client.send(client.build_request("POST", url, json=body), stream=True)
     except Exception as exc:
         raise _translate_transport(exc, answered=False) from exc
     finished = False
