@@ -628,7 +628,7 @@ class Profiler:
 
 
 PROFILE_GROUPS = [
-    ("openai SDK (request building, chunk parsing)", "openai/"),
+    ("openai SDK", "openai/"),
     ("markdown rendering (chat/markdown.py)", "chat/markdown.py"),
     ("template rendering", "django/template/"),
     ("embedding (memory/embeddings.py)", "memory/embeddings.py"),
@@ -757,7 +757,7 @@ def per_token_costs(bench: Bench) -> list[tuple[str, float]]:
             render_markdown("".join(tokens[:end]))
     every = (time.thread_time() - started) / 5 / 20 * 1e6
     return [
-        ("config.llm.stream_chat (openai SDK: SSE decode, chunk model, our delta)", gateway),
+        ("config.llm.stream_chat (httpx stream, JSON chunks, our delta)", gateway),
         ("the same bytes read with httpx + json.loads only (the parsing floor)", bare),
         ("SSE framing of one token event (chat.views.sse + encode)", framing),
         ("markdown of a 20-token reply rendered once, per token", once / 20),
