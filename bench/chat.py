@@ -21,6 +21,9 @@ WEB_CONCURRENCY, else one per core) as a subprocess, then measures
 5. with --profile, py-spy samples every server process during the largest phase and the
    report lists where their CPU went.
 
+With --floor the server is bench/chat_floor.py instead: the same events relayed from the stub
+with no Django, authentication, database, embedding or recall, the floor on this machine.
+
 Prints numbers; asserts nothing about time. Everything it started is stopped at the end.
 """
 
@@ -225,11 +228,12 @@ class StubProcess:
 class Bench:
     """What the benchmark starts, so that `stop()` can take exactly that down again."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, floor: bool = False) -> None:
         from config import stack
 
         self.root = stack.data_dir() / "bench"
         self.workers = workers
+        self.floor = floor  # serve bench/chat_floor.py instead of Mnemo
         self.postgres: Any = None
         self.redis: Any = None
         self.fake: StubProcess | None = None
@@ -315,15 +319,21 @@ class Bench:
             )
         return streams
 
-    def start_server(self) -> str:
+    def start_server(self, streams: list[Stream]) -> str:
         from config import stack
 
         port = stack.free_port()
         env = os.environ.copy()
         env["PYTHONUNBUFFERED"] = "1"
+        application = "config.asgi:application"
+        if self.floor:
+            contents = self.root / "floor-contents.json"
+            contents.write_text(json.dumps({str(s.reply_id): s.content for s in streams}))
+            env["BENCH_FLOOR_CONTENTS"] = str(contents)
+            application = "bench.chat_floor:app"
         with open(self.server_log, "wb") as log:
             self.server = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "config.asgi:application",
+                [sys.executable, "-m", "uvicorn", application,
                  "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                  "--log-level", "warning", "--timeout-graceful-shutdown", "5",
                  "--workers", str(self.workers), "--backlog", "4096"],
@@ -618,7 +628,7 @@ class Profiler:
 
 
 PROFILE_GROUPS = [
-    ("openai SDK (request building, chunk parsing)", "openai/"),
+    ("openai SDK", "openai/"),
     ("markdown rendering (chat/markdown.py)", "chat/markdown.py"),
     ("template rendering", "django/template/"),
     ("embedding (memory/embeddings.py)", "memory/embeddings.py"),
@@ -747,7 +757,7 @@ def per_token_costs(bench: Bench) -> list[tuple[str, float]]:
             render_markdown("".join(tokens[:end]))
     every = (time.thread_time() - started) / 5 / 20 * 1e6
     return [
-        ("config.llm.stream_chat (openai SDK: SSE decode, chunk model, our delta)", gateway),
+        ("config.llm.stream_chat (httpx stream, JSON chunks, our delta)", gateway),
         ("the same bytes read with httpx + json.loads only (the parsing floor)", bare),
         ("SSE framing of one token event (chat.views.sse + encode)", framing),
         ("markdown of a 20-token reply rendered once, per token", once / 20),
@@ -778,6 +788,8 @@ def print_context(bench: Bench, setup_s: float, stream_count: int) -> None:
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
     )
     print(load_line() + " at the start (other work shares the machine)")
+    if bench.floor:
+        print("FLOOR: serving bench/chat_floor.py (the same events; no Django, no database)")
     print(
         f"server: uvicorn {uvicorn.__version__} (workers={bench.workers}), Django "
         f"{django.__version__}; DB pool per process min {pool['min_size']} / max "
@@ -905,6 +917,11 @@ def parse_args() -> argparse.Namespace:
         help="concurrent streams per phase, comma-separated",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the largest phase")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="serve bench/chat_floor.py (the same events, no Django, no database): the floor",
+    )
     return parser.parse_args()
 
 
@@ -922,14 +939,14 @@ def main() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    bench = Bench(workers=max(1, args.workers))
+    bench = Bench(workers=max(1, args.workers), floor=args.floor)
     started = time.perf_counter()
     try:
         bench.start_services()
         bench.setup_django()
         sizes = [WARMUP + SEQUENTIAL, *concurrency]
         streams = bench.create_streams(sum(sizes))
-        base_url = bench.start_server()
+        base_url = bench.start_server(streams)
         print_context(bench, time.perf_counter() - started, len(streams))
         profiler = Profiler(bench, args.profile)
 

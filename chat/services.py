@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -333,25 +335,41 @@ def build_prompt(*, user: Any, reply: Message) -> list[dict[str, str]]:
     return assemble_prompt(user=user, reply=reply).messages
 
 
-def assemble_prompt(*, user: Any, reply: Message, embedding: list[float] | None = None) -> Prompt:
-    """System prompt with what memory holds (data, not instructions), recent history, message.
-
-    The layout follows the chat model's class (`prompt_layout`). Recall runs unless the
-    conversation is incognito or the person paused memory. History is taken newest first
-    until the token budget is spent, then put back in order.
-    """
-    earlier = list(
+def _earlier_messages(*, user: Any, reply: Message) -> list[dict[str, Any]]:
+    """The conversation before `reply`, newest first (at most 200), without empty replies."""
+    rows: Any = (
         Message.objects.for_user(user)
         .filter(conversation_id=reply.conversation_id, created_at__lt=reply.created_at)
         .exclude(role=Message.Role.ASSISTANT, content="")
         .order_by("-created_at", "-id")
-        .values("role", "content", "endpoint")[:200]
+        .values("pk", "role", "content", "endpoint")[:200]
     )
+    return list(rows)
+
+
+def assemble_prompt(
+    *,
+    user: Any,
+    reply: Message,
+    embedding: list[float] | None = None,
+    earlier: list[dict[str, Any]] | None = None,
+    conversation: Conversation | None = None,
+) -> Prompt:
+    """System prompt with what memory holds (data, not instructions), recent history, message.
+
+    The layout follows the chat model's class (`prompt_layout`). Recall runs unless the
+    conversation is incognito or the person paused memory. History is taken newest first
+    until the token budget is spent, then put back in order. `earlier` (from
+    `_earlier_messages`) and the reply's `conversation` may be given when already read.
+    """
+    if earlier is None:
+        earlier = _earlier_messages(user=user, reply=reply)
     if not earlier or earlier[0]["role"] != Message.Role.USER:
         raise NotRetryable("There is no message to reply to.")
     latest = earlier[0]["content"]
 
-    conversation = Conversation.objects.for_user(user).get(pk=reply.conversation_id)
+    if conversation is None:
+        conversation = Conversation.objects.for_user(user).get(pk=reply.conversation_id)
     endpoint = exposure.for_conversation(conversation)
     if not endpoint.local:
         # What was said to a local endpoint (before the person switched) stays local.
@@ -398,9 +416,10 @@ class ReplyEvent:
     kind: str
     text: str = ""
     message: Message | None = None
+    extra: Any = None  # with `done`: what the stream's `on_done` returned
 
 
-# How often a running stream looks for a stop request: the longest a stop waits.
+# How often the streams look for a stop request: the longest a stop waits.
 STOP_POLL_SECONDS = 0.25
 # Stop requests made in this process, for when Redis is away (a stream served by this
 # process still stops; one served by another process stops when Redis is back).
@@ -434,29 +453,63 @@ def request_stop(*, user: Any, message_id: int) -> None:
         logger.warning("stop %s: Redis unavailable, stopping in this process only", message_id)
 
 
-async def _stop_requested(key: str) -> None:
-    """Return once a stop was requested for the stream whose stop key is `key`."""
-    while True:
+class _StopWatcher:
+    """Stop requests for every stream of one event loop, looked up together.
+
+    One task asks Redis for all the loop's stop keys at once (one MGET, one trip to a worker
+    thread) every STOP_POLL_SECONDS, and runs while any stream is watched. A poll per stream
+    cost 500 thread trips and Redis round trips every quarter second at 500 streams, about
+    8 % of the server's CPU (bench/chat.py).
+    """
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, Callable[[], None]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def watch(self, key: str, on_stop: Callable[[], None]) -> None:
+        """Call `on_stop` (in the loop) once a stop is requested for `key`."""
         if key in _local_stops:
+            on_stop()
             return
-        try:
-            if await cache.aget(key):
-                return
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            # Redis is away: the in-process flag above still works; look again shortly.
-        await asyncio.sleep(STOP_POLL_SECONDS)
+        self.waiting[key] = on_stop
+        if self.task is None or self.task.done():
+            # A context of its own: the poller outlives the request that started it.
+            self.task = asyncio.get_running_loop().create_task(
+                self._poll(), context=contextvars.Context()
+            )
+
+    def unwatch(self, key: str) -> None:
+        self.waiting.pop(key, None)
+
+    async def _poll(self) -> None:
+        while self.waiting:
+            keys = list(self.waiting)
+            stopped = {key for key in keys if key in _local_stops}
+            try:
+                found = await sync_to_async(cache.get_many, thread_sensitive=False)(keys)
+                stopped.update(key for key, value in found.items() if value)
+            except Exception as exc:
+                # Redis is away: the in-process flags above still work; look again shortly.
+                if not is_outage(exc):
+                    logger.exception("stop requests could not be read")
+            for key in stopped:
+                on_stop = self.waiting.pop(key, None)
+                if on_stop is not None:
+                    on_stop()
+            await asyncio.sleep(STOP_POLL_SECONDS)
 
 
-async def _clear_stop(key: str) -> None:
-    _local_stops.discard(key)
-    try:
-        await cache.adelete(key)
-    except Exception as exc:
-        if not is_outage(exc):
-            raise
-        # The key expires by itself (timeout=300); the stream still ends properly.
+_stop_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StopWatcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _stop_watcher() -> _StopWatcher:
+    loop = asyncio.get_running_loop()
+    watcher = _stop_watchers.get(loop)
+    if watcher is None:
+        watcher = _stop_watchers[loop] = _StopWatcher()
+    return watcher
 
 
 def _claim(user: Any, message_id: int) -> Message:
@@ -475,22 +528,54 @@ def _claim(user: Any, message_id: int) -> Message:
     return reply
 
 
-def _prepare(user: Any, reply: Message) -> tuple[commands.CommandReply | None, Prompt | None]:
-    """Everything before the model is asked, in one trip to a worker thread.
+@dataclass
+class _Start:
+    """What a stream needs before the model is asked, prepared in one worker-thread trip."""
 
-    The message is embedded once, for both the memory-command check and recall.
+    reply: Message
+    asked_id: int | None = None  # the person's message the reply answers
+    command: commands.CommandReply | None = None
+    prompt: Prompt | None = None
+    error: Exception | None = None  # raised while preparing, after the claim
+
+
+def _start(user: Any, message_id: int) -> _Start:
+    """Claim the reply, then prepare it: embed the message once (for the memory-command check
+    and recall), recall, assemble the prompt. One trip to a worker thread instead of three;
+    each trip queues behind the others' under hundreds of streams (bench/chat.py).
+
+    Raises what the claim raises; what preparing raises is returned, so that the stream
+    saves the claimed reply whatever happens. When the model is to be asked, the database
+    connection goes back to the pool here: a stream can last a minute, and holding a
+    connection for it would cap concurrent streams at the pool size.
     """
-    asked = (
-        Message.objects.for_user(user).asked_before(reply).values_list("content", flat=True).first()
-    )
-    embedding = memory_embeddings.embed_one(asked) if asked else None
-    if asked is not None:
-        command = commands.answer(
-            user=user, text=asked, incognito=reply.conversation.incognito, embedding=embedding
+    start = _Start(_claim(user, message_id))
+    reply = start.reply
+    try:
+        earlier = _earlier_messages(user=user, reply=reply)
+        asked = earlier[0] if earlier and earlier[0]["role"] == Message.Role.USER else None
+        if asked is None:
+            raise NotRetryable("There is no message to reply to.")
+        start.asked_id = asked["pk"]
+        embedding = memory_embeddings.embed_one(asked["content"])
+        start.command = commands.answer(
+            user=user,
+            text=asked["content"],
+            incognito=reply.conversation.incognito,
+            embedding=embedding,
         )
-        if command is not None:
-            return command, None
-    return None, assemble_prompt(user=user, reply=reply, embedding=embedding)
+        if start.command is None:
+            start.prompt = assemble_prompt(
+                user=user,
+                reply=reply,
+                embedding=embedding,
+                earlier=earlier,
+                conversation=reply.conversation,
+            )
+            _release_connections()
+    except Exception as exc:
+        start.error = exc
+    return start
 
 
 def _finish(
@@ -501,6 +586,7 @@ def _finish(
     usage: Any,
     memory_ids: list[int],
     recall_record: dict[str, Any],
+    asked_id: int | None = None,
 ) -> Message:
     reply.content = content
     reply.recall = recall_record
@@ -524,20 +610,22 @@ def _finish(
     if memory_ids and content:
         reply.memories_used.set(Memory.objects.for_user(reply.user_id).filter(pk__in=memory_ids))
         memory_services.mark_used(user=reply.user_id, memory_ids=memory_ids)
-    _after_reply(reply)
+    _after_reply(reply, asked_id)
     return reply
 
 
-def _after_reply(reply: Message) -> None:
+def _after_reply(reply: Message, asked_id: int | None = None) -> None:
     """The turn is over: learn from the person's message, and title a new conversation."""
     from chat import tasks
 
-    user_message_id = (
-        Message.objects.for_user(reply.user_id)
-        .asked_before(reply)
-        .values_list("pk", flat=True)
-        .first()
-    )
+    user_message_id = asked_id
+    if user_message_id is None:
+        user_message_id = (
+            Message.objects.for_user(reply.user_id)
+            .asked_before(reply)
+            .values_list("pk", flat=True)
+            .first()
+        )
     # A memory command ("forget that I …") is not something to learn from.
     if user_message_id is not None and reply.model != commands.MODEL:
         transaction.on_commit(lambda: _enqueue(tasks.extract_memories_task, user_message_id))
@@ -577,69 +665,91 @@ def _release_connections() -> None:
             connection.close()
 
 
-async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEvent]:
+# What the upstream reader hands the stream besides deltas and errors.
+_END = object()
+_STOPPED = object()
+
+
+async def _pump(stream: AsyncIterator[llm.StreamDelta], events: asyncio.Queue[Any]) -> None:
+    """Read the model's stream into `events`: each delta, then _END or the error."""
+    try:
+        async for delta in stream:
+            events.put_nowait(delta)
+    except Exception as exc:
+        events.put_nowait(exc)
+    else:
+        events.put_nowait(_END)
+
+
+# Run with the saved reply in the same worker-thread trip that saves it (the page renders
+# the final message there); gets the reply and the id of the person's message it answers.
+DoneHook = Callable[[Message, "int | None"], Any]
+
+
+async def stream_reply(
+    *, user: Any, message_id: int, on_done: DoneHook | None = None
+) -> AsyncIterator[ReplyEvent]:
     """Generate a pending reply token by token, saving it whatever happens.
 
     Raises Message.DoesNotExist for another user's message and NotRetryable for one that is
     not pending. When the consumer goes away (client disconnect) the upstream LLM stream is
     closed and the partial reply saved as STOPPED; an LLM failure saves it as FAILED with a
-    message for the person.
+    message for the person. `on_done`'s result is the `done` event's `extra`.
     """
-    reply = await sync_to_async(_claim)(user, message_id)
+    start = await sync_to_async(_start)(user, message_id)
+    reply = start.reply
     memory_ids: list[int] = []
     parts: list[str] = []
     status, error, usage = Message.Status.STOPPED, "", None
     recall_record: dict[str, Any] = {}
     stop_flag = stop_key(user.pk, message_id)
+    extra: Any = None
+    done_error: Exception | None = None
     try:
-        command, prompt = await sync_to_async(_prepare)(user, reply)
-        if command is not None:
+        if start.error is not None:
+            raise start.error
+        if start.command is not None:
             # Answered from memory itself; streamed the same way so every client works.
-            reply.model = command.model
-            for piece in re.findall(r"\S+\s*", command.text):
+            reply.model = start.command.model
+            for piece in re.findall(r"\S+\s*", start.command.text):
                 parts.append(piece)
                 yield ReplyEvent("token", text=piece)
             status = Message.Status.COMPLETE
-        elif prompt is not None:
+        elif start.prompt is not None:
+            prompt = start.prompt
             memory_ids = prompt.recalled.memory_ids
             recall_record = prompt.recalled.record() if prompt.recalled.considered else {}
-            # Give the database connection back to the pool while the model talks: a stream can
-            # last a minute, and holding a connection for it caps concurrent streams at the pool
-            # size (measured by bench/chat.py). Saving the reply takes one again.
-            await sync_to_async(_release_connections)()
             endpoint = prompt.endpoint
             target = endpoint.chat if endpoint and not endpoint.default else None
             stream = llm.stream_chat(prompt.messages, target=target)
-            # The model is raced against a stop request, so a stop is seen within
-            # STOP_POLL_SECONDS even before the first token or while the model hangs.
-            stop_watch = asyncio.ensure_future(_stop_requested(stop_flag))
-            next_delta: asyncio.Future[llm.StreamDelta] | None = None
+            # One task reads the model into a queue; a stop request puts _STOPPED in the
+            # same queue, so a stop is seen within STOP_POLL_SECONDS even before the first
+            # token or while the model hangs, at no cost per token.
+            events: asyncio.Queue[Any] = asyncio.Queue()
+            watcher = _stop_watcher()
+            watcher.watch(stop_flag, lambda: events.put_nowait(_STOPPED))
+            reader = asyncio.ensure_future(_pump(stream, events))
             try:
                 while True:
-                    next_delta = asyncio.ensure_future(anext(stream))
-                    await asyncio.wait(
-                        {next_delta, stop_watch}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if not next_delta.done():
-                        break  # stopped: the pending upstream read is abandoned below
-                    try:
-                        delta = next_delta.result()
-                    except StopAsyncIteration:
+                    item = await events.get()
+                    if item is _STOPPED:
+                        break  # the pending upstream read is abandoned below
+                    if item is _END:
                         status = Message.Status.COMPLETE
                         break
-                    if delta.usage:
-                        usage = delta.usage
-                    if delta.text:
-                        parts.append(delta.text)
-                        yield ReplyEvent("token", text=delta.text)
-                    if stop_watch.done():
-                        break
+                    if isinstance(item, Exception):
+                        raise item
+                    if item.usage:
+                        usage = item.usage
+                    if item.text:
+                        parts.append(item.text)
+                        yield ReplyEvent("token", text=item.text)
             finally:
-                stop_watch.cancel()
-                if next_delta is not None and not next_delta.done():
-                    next_delta.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, llm.LLMError):
-                        await next_delta
+                watcher.unwatch(stop_flag)
+                if not reader.done():
+                    reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
                 await stream.aclose()  # closes the upstream HTTP stream, even on disconnect
     except llm.LLMError as exc:
         status, error = Message.Status.FAILED, exc.message
@@ -649,13 +759,53 @@ async def stream_reply(*, user: Any, message_id: int) -> AsyncIterator[ReplyEven
     finally:
         # Runs on success, failure, stop, and when the client disconnects (the task is
         # cancelled or the generator closed): what came is kept either way.
-        finish = sync_to_async(_finish)(
-            reply, "".join(parts), status, error, usage, memory_ids, recall_record
+        finish = sync_to_async(_finish_turn)(
+            reply,
+            "".join(parts),
+            status,
+            error,
+            usage,
+            memory_ids,
+            recall_record,
+            start.asked_id,
+            stop_flag,
+            on_done,
         )
         with contextlib.suppress(asyncio.CancelledError):
-            reply = await asyncio.shield(finish)
-        await _clear_stop(stop_flag)
-    yield ReplyEvent("done", message=reply)
+            reply, extra, done_error = await asyncio.shield(finish)
+    if done_error is not None:
+        raise done_error
+    yield ReplyEvent("done", message=reply, extra=extra)
+
+
+def _finish_turn(
+    reply: Message,
+    content: str,
+    status: str,
+    error: str,
+    usage: Any,
+    memory_ids: list[int],
+    recall_record: dict[str, Any],
+    asked_id: int | None,
+    stop_flag: str,
+    on_done: DoneHook | None,
+) -> tuple[Message, Any, Exception | None]:
+    """Everything after the model, in one worker-thread trip: save the reply, queue what
+    learns from it, clear its stop flag, and run `on_done`."""
+    reply = _finish(reply, content, status, error, usage, memory_ids, recall_record, asked_id)
+    _local_stops.discard(stop_flag)
+    try:
+        cache.delete(stop_flag)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        # The key expires by itself (timeout=300); the stream still ends properly.
+    if on_done is None:
+        return reply, None, None
+    try:
+        return reply, on_done(reply, asked_id), None
+    except Exception as exc:
+        return reply, None, exc
 
 
 def reply_to(*, user: Any, conversation_id: int, content: str) -> tuple[Message, Message]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -223,7 +224,9 @@ async def reply_stream_events(
     """SSE lines for a reply: `token` events, then `done` with the final message."""
     # Sent at once so proxies and the browser see the stream open before the first token.
     yield ": stream open\n\n"
-    async for event in services.stream_reply(user=user, message_id=message_id):
+    # The final message is rendered in the worker-thread trip that saves it (one trip less).
+    on_done = functools.partial(_render_final, user) if render_html else None
+    async for event in services.stream_reply(user=user, message_id=message_id, on_done=on_done):
         if event.kind == "token":
             yield sse("token", {"text": event.text})
         elif event.message is not None:
@@ -235,17 +238,19 @@ async def reply_stream_events(
                 "error": message.error,
             }
             if render_html:
-                data["html"] = await sync_to_async(_render_final)(user, message)
+                data["html"] = event.extra
             yield sse("done", data)
 
 
-def _render_final(user: Any, message: Message) -> str:
+def _render_final(user: Any, message: Message, asked_id: int | None) -> str:
     context: dict[str, Any] = {"message": message}
     conversation = message.conversation
     if user.memory_enabled and not conversation.incognito:
         # Poll for what this turn taught Mnemo, to show "Remembered: …" with an undo.
-        asked = selectors.message_replied_to(user=user, reply=message)
-        context["learn_from"] = asked.pk if asked else None
+        if asked_id is None:
+            asked = selectors.message_replied_to(user=user, reply=message)
+            asked_id = asked.pk if asked else None
+        context["learn_from"] = asked_id
     return render_to_string("chat/conversation.html#message", context)
 
 

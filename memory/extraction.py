@@ -12,8 +12,10 @@ Idempotent: the run's unique key (the source message) makes a second run a no-op
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,7 +222,10 @@ def propose(
 
 
 def screen_entities(
-    entities: list[EntityCandidate], source: str, outcome: Outcome
+    entities: list[EntityCandidate],
+    source: str,
+    outcome: Outcome,
+    findings: list[privacy.Finding] | None = None,
 ) -> list[EntityCandidate]:
     """Keep entities named in the message, with only the attributes the message supports.
 
@@ -228,8 +233,9 @@ def screen_entities(
     whose value does, read with its key ("pin": "4512" is a PIN even if "4512" alone is not).
     """
     lowered = source.lower()
-    secret_values = _secret_values(source)
-    findings = privacy.find_secrets(source)
+    if findings is None:
+        findings = privacy.find_secrets(source)
+    secret_values = _secret_values(source, findings)
     kept = []
     for entity in entities:
         name = entity.name
@@ -264,7 +270,12 @@ def sentence_candidates(text: str) -> list[Candidate]:
     return [Candidate(kind=s.kind, content=s.content) for s in statements.read(text).statements]
 
 
-def screen(candidates: list[Candidate], source: str, outcome: Outcome) -> list[Candidate]:
+def screen(
+    candidates: list[Candidate],
+    source: str,
+    outcome: Outcome,
+    findings: list[privacy.Finding] | None = None,
+) -> list[Candidate]:
     """Apply the guards; rejected candidates are counted with the reason, never stored.
 
     A candidate that tries to instruct the assistant is dropped whole; from one that holds a
@@ -274,7 +285,7 @@ def screen(candidates: list[Candidate], source: str, outcome: Outcome) -> list[C
     """
     kept: list[Candidate] = []
     seen: set[str] = set()
-    secret_values = _secret_values(source)
+    secret_values = _secret_values(source, findings)
     for candidate in candidates:
         reason = None
         content = ""
@@ -304,11 +315,11 @@ def screen(candidates: list[Candidate], source: str, outcome: Outcome) -> list[C
     return kept
 
 
-def _secret_values(source: str) -> set[str]:
+def _secret_values(source: str, findings: list[privacy.Finding] | None = None) -> set[str]:
     """The secrets of the person's message, to recognise them in the model's rewording."""
     return {
         source[f.start : f.end].strip()
-        for f in privacy.find_secrets(source)
+        for f in (privacy.find_secrets(source) if findings is None else findings)
         if len(source[f.start : f.end].strip()) >= 3
     }
 
@@ -340,6 +351,12 @@ def _without_values(text: str, values: set[str]) -> str:
         if not _holds_any(text[start:end], values)
     ]
     return " ".join(" ".join(part.split()) for part in kept).strip()
+
+
+# Reconciliation compares a candidate with this many of the person's nearest memories; a new
+# value for a slot replaces one of the nearest SLOT_NEIGHBOURS holding that slot.
+RECONCILE_NEIGHBOURS = 3
+SLOT_NEIGHBOURS = 8
 
 
 def _neighbours(user: Any, vector: list[float], limit: int = 3) -> list[tuple[Memory, float]]:
@@ -396,18 +413,31 @@ def _target(route: exposure.Route | None) -> dict[str, Any]:
 
 
 def reconcile(
-    user: Any, candidates: list[Candidate], outcome: Outcome, route: exposure.Route | None = None
+    user: Any,
+    candidates: list[Candidate],
+    outcome: Outcome,
+    route: exposure.Route | None = None,
+    *,
+    neighbours_of: dict[int, list[tuple[Memory, float]]] | None = None,
+    slots: Callable[[str], str | None] = slot_of,
 ) -> list[Plan]:
-    """Decide, for each candidate, what to do with the person's memory."""
+    """Decide, for each candidate, what to do with the person's memory.
+
+    `neighbours_of` (by `id(candidate)`) may hold each candidate's nearest memories, nearest
+    first, when already read; only the first 3 count.
+    """
     duplicate = settings.MEMORY_DUPLICATE_SIMILARITY
     new = settings.MEMORY_NEW_SIMILARITY
     plans: list[Plan] = []
     undecided: list[tuple[Candidate, list[tuple[Memory, float]]]] = []
-    every_neighbours = _neighbours_of_all(user, [c.embedding for c in candidates])
-    for candidate, neighbours in zip(candidates, every_neighbours, strict=True):
+    if neighbours_of is None:
+        found = _neighbours_of_all(user, [c.embedding for c in candidates])
+        neighbours_of = {id(c): n for c, n in zip(candidates, found, strict=True)}
+    for candidate in candidates:
+        neighbours = neighbours_of[id(candidate)][:RECONCILE_NEIGHBOURS]
         best, similarity = neighbours[0] if neighbours else (None, 0.0)
-        slot = slot_of(candidate.content)
-        same_slot = next((m for m, _ in neighbours if slot and slot_of(m.content) == slot), None)
+        slot = slots(candidate.content)
+        same_slot = next((m for m, _ in neighbours if slot and slots(m.content) == slot), None)
         if best is not None and similarity >= duplicate:
             plans.append(Plan("none", candidate, best))
         elif same_slot is not None:
@@ -493,7 +523,12 @@ def _ask_model(
 
 
 def _supported(
-    candidate: Candidate, reading: statements.Reading, source: str, strict: bool, outcome: Outcome
+    candidate: Candidate,
+    reading: statements.Reading,
+    source: str,
+    strict: bool,
+    outcome: Outcome,
+    slots: Callable[[str], str | None] = slot_of,
 ) -> bool:
     """Whether a model's candidate is backed by what the person stated.
 
@@ -507,7 +542,7 @@ def _supported(
     if not stated or not guards.is_grounded(candidate.content, stated):
         reason = "from a question"
     elif strict:
-        slot = slot_of(candidate.content)
+        slot = slots(candidate.content)
         said = reading.slots.get(slot) if slot else None
         if not reading.clauses or not guards.is_grounded(
             candidate.content, " ".join(reading.clauses)
@@ -520,19 +555,21 @@ def _supported(
     return reason is None
 
 
-def _merged(candidates: list[Candidate]) -> list[Candidate]:
+def _merged(
+    candidates: list[Candidate], slots: Callable[[str], str | None] = slot_of
+) -> list[Candidate]:
     """The first candidate of each slot and of each text, in order."""
     kept: list[Candidate] = []
-    slots: set[str] = set()
+    filled: set[str] = set()
     texts: set[str] = set()
     for candidate in candidates:
-        slot = slot_of(candidate.content)
+        slot = slots(candidate.content)
         text = candidate.content.lower().rstrip(".! ")
-        if text in texts or (slot and slot in slots):
+        if text in texts or (slot and slot in filled):
             continue
         texts.add(text)
         if slot:
-            slots.add(slot)
+            filled.add(slot)
         kept.append(candidate)
     return kept
 
@@ -578,28 +615,35 @@ def _entities(
     return list(found.values())
 
 
-def _slot_changes(user: Any, candidates: list[Candidate]) -> tuple[list[Plan], list[Candidate]]:
+def _slot_changes(
+    user: Any,
+    candidates: list[Candidate],
+    *,
+    neighbours_of: dict[int, list[tuple[Memory, float]]] | None = None,
+    slots: Callable[[str], str | None] = slot_of,
+) -> tuple[list[Plan], list[Candidate]]:
     """A candidate with a new value for a slot the person's memory holds replaces that memory.
 
     Settled before similarity: "I don't drink coffee anymore" is very similar to "I drink
     coffee every morning" yet changes it. Returns the updates and the candidates left over.
+    `neighbours_of` (by `id(candidate)`) may hold each candidate's nearest memories, nearest
+    first, at least SLOT_NEIGHBOURS plus one per candidate (memories claimed by an earlier
+    candidate are skipped).
     """
-    from pgvector.django import CosineDistance
-
+    if neighbours_of is None:
+        found = _neighbours_of_all(
+            user, [c.embedding for c in candidates], SLOT_NEIGHBOURS + len(candidates)
+        )
+        neighbours_of = {id(c): n for c, n in zip(candidates, found, strict=True)}
     plans: list[Plan] = []
     rest: list[Candidate] = []
     claimed: set[int] = set()
     for candidate in candidates:
-        slot = slot_of(candidate.content)
+        slot = slots(candidate.content)
         target = None
         if slot:
-            nearest = (
-                Memory.objects.for_user(user)
-                .live()
-                .exclude(pk__in=claimed)
-                .order_by(CosineDistance("embedding", candidate.embedding))[:8]
-            )
-            target = next((m for m in nearest if slot_of(m.content) == slot), None)
+            nearest = [m for m, _ in neighbours_of[id(candidate)] if m.pk not in claimed]
+            target = next((m for m in nearest[:SLOT_NEIGHBOURS] if slots(m.content) == slot), None)
         same = target is not None and _plain(target.content) == _plain(candidate.content)
         if target is None or same:
             rest.append(candidate)
@@ -659,23 +703,44 @@ def extract(
     # come from it, whatever is left once its role tag is stripped.
     text = privacy.without_injections(text)
     reading = statements.read(text)
+    # Read once for the whole turn: the message's secrets, and the slot of each text (a
+    # statement parse each, asked again for every candidate and neighbour otherwise).
+    findings = privacy.find_secrets(text)
+    slots = functools.cache(slot_of)
     own = screen(
-        [Candidate(kind=s.kind, content=s.content) for s in reading.statements], text, outcome
+        [Candidate(kind=s.kind, content=s.content) for s in reading.statements],
+        text,
+        outcome,
+        findings,
     )
     theirs = [
-        c for c in screen(proposed, text, outcome) if _supported(c, reading, text, strict, outcome)
+        c
+        for c in screen(proposed, text, outcome, findings)
+        if _supported(c, reading, text, strict, outcome, slots)
     ]
     # A small model's candidates only add to the person's own statements; a large model's
     # phrasing goes first. Either way one value per slot, one copy of each statement.
-    candidates = _merged(own + theirs if strict else theirs + own)
+    candidates = _merged(own + theirs if strict else theirs + own, slots)
     outcome.candidates = len(candidates) + len(outcome.rejected)
-    entities = screen_entities(_entities(reading, proposed_entities, strict), text, outcome)
+    entities = screen_entities(
+        _entities(reading, proposed_entities, strict), text, outcome, findings
+    )
     vectors = embeddings.embed([c.content for c in candidates]) if candidates else []
     for candidate, vector in zip(candidates, vectors, strict=True):
         candidate.embedding = vector
     candidates = _distinct(candidates)
-    slot_plans, candidates = _slot_changes(user, candidates)
-    plans = slot_plans + reconcile(user, candidates, outcome, route)
+    # One statement finds every candidate's nearest memories, for slot changes and
+    # reconciliation alike (it was one more per candidate with a slot).
+    found = _neighbours_of_all(
+        user, [c.embedding for c in candidates], SLOT_NEIGHBOURS + len(candidates)
+    )
+    neighbours_of = {id(c): n for c, n in zip(candidates, found, strict=True)}
+    slot_plans, candidates = _slot_changes(
+        user, candidates, neighbours_of=neighbours_of, slots=slots
+    )
+    plans = slot_plans + reconcile(
+        user, candidates, outcome, route, neighbours_of=neighbours_of, slots=slots
+    )
     return _record(
         user,
         source_message_id,
@@ -701,6 +766,13 @@ def _record(
 ) -> ExtractionRun | None:
     try:
         with transaction.atomic():
+            # The commit does not wait for the WAL to reach the disk (a flush per turn was
+            # the largest part of a turn's database time, bench/extract.py). The database
+            # stays consistent; a crash of its server may lose the last fraction of a second
+            # of runs, whose messages then have no run and are learned again by the sweep
+            # (chat.tasks.sweep_unlearned_messages_task), as when a task is lost.
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
             # Lock the person: an erasure in flight either waits for us (and then deletes
             # what we wrote) or has already removed them (and we write nothing).
             if not get_user_model().objects.select_for_update().filter(pk=user.pk).exists():

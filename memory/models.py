@@ -418,6 +418,8 @@ class PendingMemory(models.Model):
             "conversation_deleted": self.source_deleted,
             "from": "a deleted conversation" if self.source_deleted else "a conversation",
         }
+
+
 class LocalOnlyRules(models.Model):
     """Which kinds of memory (and which sensitive categories) a person keeps on local models.
 

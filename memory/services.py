@@ -105,7 +105,10 @@ def remember(
     if kind not in Memory.Kind.values:
         raise InvalidMemory(f"Unknown kind '{kind}': use one of {', '.join(Memory.Kind.values)}.")
     vector = embedding if embedding is not None else embeddings.embed_one(content)
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction (extraction writes a turn in one): only a
+    # database error can happen in here, and it rolls the caller's transaction back anyway;
+    # a savepoint is two more round trips.
+    with transaction.atomic(savepoint=False):
         now = timezone.now()
         memory = Memory.objects.create(
             user=user,
