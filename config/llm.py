@@ -12,7 +12,7 @@ import asyncio
 import functools
 import json
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -220,6 +220,8 @@ async def stream_chat(
     model: str | None = None,
     max_tokens: int | None = None,
     temperature: float = 0.7,
+    top_p: float | None = None,
+    stop: Sequence[str] = (),
 ) -> AsyncGenerator[StreamDelta]:
     """Stream a chat reply. Closing the iterator closes the upstream HTTP stream.
 
@@ -229,6 +231,12 @@ async def stream_chat(
     one process that was the largest per-token cost.
     """
     client = async_client()
+    # Sent only when set: the endpoint's own default otherwise.
+    sampling: dict[str, Any] = {}
+    if top_p is not None:
+        sampling["top_p"] = top_p
+    if stop:
+        sampling["stop"] = list(stop)
     try:
         response_context = client.with_options(
             max_retries=0
@@ -239,6 +247,7 @@ async def stream_chat(
             temperature=temperature,
             stream=True,
             stream_options={"include_usage": True},
+            **sampling,
         )
         response = await response_context.__aenter__()
     except Exception as exc:
