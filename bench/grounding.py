@@ -215,8 +215,10 @@ def ask(
         else:  # a checkout from before sampling per model class (for "before" figures)
             from config import llm
 
-            options = {} if temperature is None else {"temperature": temperature}
-            stream = llm.stream_chat(prompt.messages, **options)
+            if temperature is None:
+                stream = llm.stream_chat(prompt.messages)
+            else:
+                stream = llm.stream_chat(prompt.messages, temperature=temperature)
         try:
             async for delta in stream:
                 parts.append(delta.text or "")

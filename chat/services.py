@@ -303,14 +303,16 @@ def system_prompt(
     """The system message for a layout. Memory text is data: `as_prompt_data` makes each item
     one inert line, so nothing recalled can close the block or add a section or role.
 
-    For "small", `recalled` is already cut to what answers the question (`small_layout_facts`);
-    with nothing, a question about the person is told that the answer is not known.
+    For "small", `recalled` is already cut to what answers the question (`small_layout_facts`)
+    and the facts are the whole system prompt (with "You are a friendly assistant." before
+    them, SmolLM2 answered 14 of 22 questions from them, greedy; without, 18); with nothing, a
+    question about the person is told that the answer is not known.
     """
     if layout == model_class.SMALL:
         facts = recalled.second_person_lines()
         if facts:
             listed = "\n".join(f"- {fact}" for fact in facts)
-            return f"{SMALL_SYSTEM_PROMPT}\n{SMALL_FACTS_INTRO}\n{listed}\n{SMALL_FACTS_OUTRO}"
+            return f"{SMALL_FACTS_INTRO}\n{listed}\n{SMALL_FACTS_OUTRO}"
         if remembering and memory_services.asks_about_person(question):
             return f"{SMALL_SYSTEM_PROMPT} {SMALL_NO_ANSWER}"
         return SMALL_SYSTEM_PROMPT

@@ -215,8 +215,8 @@ LLM_MAX_TOKENS = env.int("LLM_MAX_TOKENS", default=512)
 # model follows), "large" (a marked memory block), or "auto" (by the model's name: SmolLM2,
 # TinyLlama and names stating 2B or less are small). Also how far extraction trusts the model.
 LLM_PROMPT_LAYOUT = env.str("LLM_PROMPT_LAYOUT", default="auto")
-# The chat's sampling temperature; unset, per model class (config/model_class.py: 0.2 for
-# small models, which drift off the facts they were given at higher ones; 0.7 for large).
+# The chat's sampling temperature; unset, per model class (config/model_class.py: greedy, 0,
+# for small models, which drift off the facts they were given when sampled; 0.7 for large).
 LLM_CHAT_TEMPERATURE = env.float("LLM_CHAT_TEMPERATURE", default=None)
 
 # --- Embeddings ---

@@ -85,7 +85,6 @@ def test_the_small_layout_tells_the_memories_in_the_second_person(
     system = messages[0]["content"]
     assert [m["role"] for m in messages] == ["system", "user"]
     assert system.splitlines() == [
-        services.SMALL_SYSTEM_PROMPT,
         services.SMALL_FACTS_INTRO,
         "- You live in Porto.",  # and not the dog: the question is not about it
         services.SMALL_FACTS_OUTRO,
@@ -169,9 +168,9 @@ def test_no_memory_text_can_change_the_structure_of_the_prompt(
     assert {i["id"] for i in included} == {plain.pk, hostile.pk}
     lines = system.splitlines()
     if layout == "small":
-        assert lines[:2] == [services.SMALL_SYSTEM_PROMPT, services.SMALL_FACTS_INTRO]
+        assert lines[0] == services.SMALL_FACTS_INTRO
         assert lines[-1] == services.SMALL_FACTS_OUTRO
-        items = lines[2:-1]
+        items = lines[1:-1]
     else:
         head = "You are a careful assistant." + services.MEMORY_PREAMBLE + "<memories>"
         assert system.startswith(head) and system.endswith("\n</memories>")
