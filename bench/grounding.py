@@ -8,14 +8,18 @@ set) and llama.cpp's OpenAI-compatible server with SmolLM2-135M on a free port (
 `memory.services.remember`, three of them changed since with `update_memory`) asks 32
 personal questions, each in a new conversation, through the real recall and prompt assembly
 (`chat.services.assemble_prompt`) and the model streamed as the chat streams it
-(`config.llm.stream_chat`, same temperature and token limit). Requests run one at a time
-(llama.cpp's server interrupts a running stream when another request arrives).
+(`chat.services.stream_model`: the layout's model class's sampling, same token limit; with
+`--layout small --layout large` on one model each layout samples as its class would). Requests
+run one at a time (llama.cpp's server interrupts a running stream when another request
+arrives). `--topic unknown` (repeatable) asks only some topics' questions, for a quick look.
 
 Scoring, per layout: an answerable question is "grounded" when the reply contains every
-expected value (any of its spellings); it "says an old value" when it names a value the
-person changed. A question memory cannot answer "invents" when the reply does not say it does
-not know (a strict reading: any reply that is not an abstention counts). Replies come from
-the model only: nothing is templated.
+expected value (any of its spellings); "no echo" checks the same without the instruction
+sentences the model copied from its system prompt. It "says an old value" when it names a
+value the person changed. A question memory cannot answer "invents" when the reply does not
+say it does not know (any reply that is not an abstention counts); the "revised" judge also
+accepts a reply that asks the person to tell, and rejects one that abstains but still names a
+value (see `invents`). Replies come from the model only: nothing is templated.
 """
 
 from __future__ import annotations
