@@ -51,10 +51,11 @@ class Decoding:
     stop: tuple[str, ...] = ()
 
 
-# Measured on SmolLM2-135M (bench/grounding.py, same prompts): sampled at 0.7 or even 0.2 it
+# Measured on SmolLM2-135M (bench/grounding.py, one prompt): sampled at 0.7 or even 0.2 it
 # drifts off the facts it was given (52 % of replies used them at 0.2, over two runs); greedy,
-# it repeats its best reading of them (82 %). At most 128 tokens: past its first sentences it
-# rambles and invents (not measured apart). Large models keep 0.7 and LLM_MAX_TOKENS.
+# it repeats its best reading of them (64 %; 82 % with today's small layout). At most 128
+# tokens: past its first sentences it rambles (64 measured the same). Large models keep 0.7
+# and LLM_MAX_TOKENS.
 DECODING = {
     SMALL: Decoding(temperature=0.0, max_tokens=128),
     LARGE: Decoding(temperature=0.7),
