@@ -8,14 +8,18 @@ set) and llama.cpp's OpenAI-compatible server with SmolLM2-135M on a free port (
 `memory.services.remember`, three of them changed since with `update_memory`) asks 32
 personal questions, each in a new conversation, through the real recall and prompt assembly
 (`chat.services.assemble_prompt`) and the model streamed as the chat streams it
-(`config.llm.stream_chat`, same temperature and token limit). Requests run one at a time
-(llama.cpp's server interrupts a running stream when another request arrives).
+(`chat.services.stream_model`: the layout's model class's sampling, same token limit; with
+`--layout small --layout large` on one model each layout samples as its class would). Requests
+run one at a time (llama.cpp's server interrupts a running stream when another request
+arrives). `--topic unknown` (repeatable) asks only some topics' questions, for a quick look.
 
 Scoring, per layout: an answerable question is "grounded" when the reply contains every
-expected value (any of its spellings); it "says an old value" when it names a value the
-person changed. A question memory cannot answer "invents" when the reply does not say it does
-not know (a strict reading: any reply that is not an abstention counts). Replies come from
-the model only: nothing is templated.
+expected value (any of its spellings); "no echo" checks the same without the instruction
+sentences the model copied from its system prompt. It "says an old value" when it names a
+value the person changed. A question memory cannot answer "invents" when the reply does not
+say it does not know (any reply that is not an abstention counts); the "revised" judge also
+accepts a reply that asks the person to tell, and rejects one that abstains but still names a
+value (see `invents`). Replies come from the model only: nothing is templated.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import secrets
 import sys
 import time
@@ -130,13 +135,53 @@ def abstains(reply: str) -> bool:
     return any(marker in lowered for marker in ABSTAIN)
 
 
+# The revised judge (both are printed). It also counts as abstaining a reply that asks the
+# person to tell (it names nothing), and as inventing one that abstains but still names a
+# value ("I'm not sure. Your sister's name is Emily."). Text the model copied from its own
+# instructions proves nothing: "Facts about the user: - You love hiking" is an echo, not a
+# reply that used the memory, and an echoed "say you don't know" is not an abstention.
+ASKS_BACK = (
+    "not familiar with", "can you tell me", "could you tell me", "please tell me",
+    "tell me more about your",
+)  # fmt: skip
+_CLAIM = re.compile(
+    r"\byour\b[^.!?\n]{0,40}?\b(?:is|are|was|were)\s+(?:called\s+|named\s+)?(?:[A-Z]\w+|\d+)"
+    r"|\byou(?:'re|\u2019re| are| were)\s+\d+",
+)
+_SENTENCE = re.compile(r"[^.!?:\n]{12,}")
+
+
+def without_echo(reply: str, messages: list[dict[str, str]]) -> tuple[str, bool]:
+    """The reply without the instruction sentences it copied from the system prompt (the
+    facts themselves stay: repeating a fact is using it), and whether there were any."""
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    instructions = [line for line in system.splitlines() if not line.startswith("- ")]
+    kept, echoed = reply, False
+    for sentence in _SENTENCE.findall(" ".join(instructions)):
+        sentence = sentence.strip()
+        if len(sentence) >= 12 and sentence.lower() in kept.lower():
+            echoed = True
+            kept = re.sub(re.escape(sentence), " ", kept, flags=re.IGNORECASE)
+    return kept, echoed
+
+
+def invents(reply: str, messages: list[dict[str, str]]) -> bool:
+    """The revised judge of a reply to a question memory cannot answer."""
+    kept, _ = without_echo(reply, messages)
+    lowered = kept.lower().replace("\u2019", "'")
+    said_unknown = abstains(kept) or any(marker in lowered for marker in ASKS_BACK)
+    return not said_unknown or bool(_CLAIM.search(kept))
+
+
 @dataclass
 class Tally:
     answerable: int = 0
     grounded: int = 0
+    grounded_no_echo: int = 0
     old_value: int = 0
     unknown: int = 0
     invented: int = 0
+    invented_revised: int = 0
     seconds: float = 0.0
 
 
@@ -155,7 +200,6 @@ def ask(
     """One question in a new conversation, through the real prompt assembly and the model."""
     from chat import services as chat_services
     from chat.models import Message
-    from config import llm
 
     conversation = chat_services.start_conversation(user=user)
     Message.objects.create(
@@ -169,11 +213,16 @@ def ask(
 
     async def collect() -> str:
         parts = []
-        # The chat's own temperature unless --temperature asks "what if" (not the chat's path).
-        if temperature is None:
-            stream = llm.stream_chat(prompt.messages)
-        else:
-            stream = llm.stream_chat(prompt.messages, temperature=temperature)
+        # The chat's own sampling unless --temperature asks "what if" (not the chat's path).
+        if hasattr(chat_services, "stream_model"):
+            stream = chat_services.stream_model(prompt, temperature=temperature)
+        else:  # a checkout from before sampling per model class (for "before" figures)
+            from config import llm
+
+            if temperature is None:
+                stream = llm.stream_chat(prompt.messages)
+            else:
+                stream = llm.stream_chat(prompt.messages, temperature=temperature)
         try:
             async for delta in stream:
                 parts.append(delta.text or "")
@@ -185,7 +234,12 @@ def ask(
 
 
 def run_layout(
-    user: Any, layout: str, repeat: int, verbose: bool, temperature: float | None = None
+    user: Any,
+    layout: str,
+    repeat: int,
+    verbose: bool,
+    temperature: float | None = None,
+    questions: list[Question] = QUESTIONS,
 ) -> Tally:
     from django.conf import settings
 
@@ -193,22 +247,29 @@ def run_layout(
     tally = Tally()
     started = time.perf_counter()
     for round_ in range(repeat):
-        for question in QUESTIONS:
+        for question in questions:
             text, messages = ask(user, question.text, temperature)
             if question.expect:
                 tally.answerable += 1
                 ok = grounded(text, question)
                 tally.grounded += ok
+                kept, echoed = without_echo(text, messages)
+                tally.grounded_no_echo += ok and grounded(kept, question)
                 old = any(v.lower() in text.lower() for v in OLD_VALUES)
                 tally.old_value += old
                 verdict = ("used memory" if ok else "MISSED") + (" +OLD VALUE" if old else "")
+                verdict += " (ECHOED ITS PROMPT)" if echoed else ""
             else:
                 tally.unknown += 1
                 invented = not abstains(text)
                 tally.invented += invented
+                revised = invents(text, messages)
+                tally.invented_revised += revised
                 verdict = "INVENTED" if invented else "said it does not know"
+                if revised != invented:
+                    verdict += f"; revised judge: {'INVENTED' if revised else 'did not'}"
             if verbose:
-                if round_ == 0 and question is QUESTIONS[0]:
+                if round_ == 0 and question is questions[0]:
                     print(f"--- prompt ({layout}) for {question.text!r}:")
                     for message in messages:
                         print(f"[{message['role']}] {message['content']}")
@@ -228,7 +289,14 @@ def main() -> None:
     parser.add_argument(
         "--temperature", type=float, help="what if the chat sampled at this temperature"
     )
+    parser.add_argument(
+        "--topic",
+        action="append",
+        choices=sorted({q.topic for q in QUESTIONS}),
+        help="only these topics' questions (a quicker look; figures are for all of them)",
+    )
     args = parser.parse_args()
+    questions = [q for q in QUESTIONS if not args.topic or q.topic in args.topic]
     common.bootstrap()
 
     bench_db = common.BenchDatabase("bench")
@@ -260,19 +328,26 @@ def main() -> None:
         print(
             f"model {settings.LLM_CHAT_MODEL} at {settings.LLM_BASE_URL} "
             f"({'started here' if server else 'given'}); {len(MEMORIES)} memories, "
-            f"{len(QUESTIONS)} questions x {args.repeat}; temperature "
+            f"{len(questions)} questions x {args.repeat}; temperature "
             f"{args.temperature if args.temperature is not None else 'as the chat'}; "
             f"setup {time.perf_counter() - started:.0f} s"
         )
-        print(f"{'layout':8} {'grounded':>14} {'old value':>10} {'invented':>14} {'s/reply':>8}")
+        print(
+            f"{'layout':8} {'grounded':>14} {'no echo':>14} {'old value':>10} "
+            f"{'invented':>14} {'revised':>14} {'s/reply':>8}"
+        )
+
+        def share(count: int, total: int) -> str:
+            return f"{count:>4}/{total:<3} {count / max(total, 1):5.0%}"
+
         for layout in layouts:
-            tally = run_layout(user, layout, args.repeat, args.verbose, args.temperature)
+            tally = run_layout(user, layout, args.repeat, args.verbose, args.temperature, questions)
             replies = tally.answerable + tally.unknown
             print(
-                f"{layout:8} {tally.grounded:>4}/{tally.answerable:<3} "
-                f"{tally.grounded / tally.answerable:5.0%}"
-                f" {tally.old_value:>10} {tally.invented:>4}/{tally.unknown:<3} "
-                f"{tally.invented / tally.unknown:5.0%} {tally.seconds / replies:8.1f}",
+                f"{layout:8} {share(tally.grounded, tally.answerable)} "
+                f"{share(tally.grounded_no_echo, tally.answerable)} {tally.old_value:>10} "
+                f"{share(tally.invented, tally.unknown)} "
+                f"{share(tally.invented_revised, tally.unknown)} {tally.seconds / replies:8.1f}",
                 flush=True,
             )
         User.objects.filter(pk=user.pk).delete()

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import json
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -258,6 +258,8 @@ async def stream_chat(
     max_tokens: int | None = None,
     temperature: float = 0.7,
     target: Target | None = None,
+    top_p: float | None = None,
+    stop: Sequence[str] = (),
 ) -> AsyncGenerator[StreamDelta]:
     """Stream a chat reply. Closing the iterator closes the upstream HTTP stream.
 
@@ -266,6 +268,12 @@ async def stream_chat(
     token against 15 us for `json.loads` (bench/chat.py), and with hundreds of streams in
     one process that was the largest per-token cost.
     """
+    # Sent only when set: the endpoint's own default otherwise.
+    sampling: dict[str, Any] = {}
+    if top_p is not None:
+        sampling["top_p"] = top_p
+    if stop:
+        sampling["stop"] = list(stop)
     try:
         client = async_client(target)
         response_context = client.with_options(
@@ -277,6 +285,7 @@ async def stream_chat(
             temperature=temperature,
             stream=True,
             stream_options={"include_usage": True},
+            **sampling,
         )
         response = await response_context.__aenter__()
     except Exception as exc:

@@ -233,6 +233,9 @@ LLM_EXTRA_ENDPOINTS = endpoints.parse_extra_endpoints(os.environ)
 # Which endpoint does background work (extraction, titles, summaries); unset: the default.
 # Work on text said to a local endpoint, or on local-only memories, goes to a local one.
 LLM_BACKGROUND_ENDPOINT = env.str("LLM_BACKGROUND_ENDPOINT", default="")
+# The chat's sampling temperature; unset, per model class (config/model_class.py: greedy, 0,
+# for small models, which drift off the facts they were given when sampled; 0.7 for large).
+LLM_CHAT_TEMPERATURE = env.float("LLM_CHAT_TEMPERATURE", default=None)
 
 # --- Embeddings ---
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from config import llm
 from config.errors import DomainError
-from memory import embeddings, guards, privacy, retention, when
+from memory import embeddings, guards, privacy, retention, statements, when
 from memory.entities import names_in as entity_names_in
 from memory.models import ConversationSummary, Memory, MemoryEvent
 
@@ -535,8 +535,59 @@ class Recalled:
     def entities(self) -> list[RecalledItem]:
         return [item for item in self.items if item.source == "entity"]
 
+    def answering(
+        self, question: str, *, limit: int, min_similarity: float, floor: float = 0.0
+    ) -> list[RecalledItem]:
+        """The few items that can answer `question`, the most similar first; [] when none can.
+
+        For models that repeat whatever fact they are shown (a 135M model answers "What is my
+        mother's name?" with the person's own name if it is in the prompt), two checks that
+        recall's ranking does not make. Who: an item about someone the question does not
+        name ("my brother", "a dog") is left out, and so is one about the person when the
+        question is only about someone else. How close: nothing answers unless the best
+        item's cosine similarity reaches `min_similarity`; the others need `floor`.
+        """
+        named = parties_in(question)
+        about_person = not named or bool(_FIRST_PERSON_RE.search(question))
+        fitting = []
+        for item in self.items:
+            mentioned = parties_in(item.content)
+            if (mentioned & named) or (not mentioned and about_person):
+                fitting.append(item)
+        fitting.sort(key=lambda item: (-item.similarity, item.id))
+        if not fitting or fitting[0].similarity < min_similarity:
+            return []
+        return [item for item in fitting if item.similarity >= floor][:limit]
+
 
 # --- Memory text in prompts ---
+
+# People and animals a text is about ("my brother", "her dog"), by their relation or species.
+_PARTY_RE = re.compile(
+    rf"\b({statements.RELATIONS}|{statements.SPECIES})(?:s|es)?(?:'s|\u2019s)?\b", re.IGNORECASE
+)
+_FIRST_PERSON_RE = re.compile(r"\b(?:i|me|myself|i'm|i've|i'd|i'll|am i)\b", re.IGNORECASE)
+
+
+# A question about the person themself: "What is my …", "Where do I …", "How old am I?"; not
+# a request that merely mentions them ("Can you help me …", "Fix my code").
+_PERSONAL_QUESTION_RE = re.compile(
+    r"^\W*(?:(?:what|which|who|whom|whose|where|when|how(?: \w+)?|why)\b[^.!?]*"
+    r"\b(?:my|mine|about me|(?:do|did|am|was|have|had) i)\b"
+    r"|(?:do|did|am|was|have|had) i\b|(?:is|are|was|were) my\b)",
+    re.IGNORECASE,
+)
+
+
+def asks_about_person(message: str) -> bool:
+    """Whether a message asks something about the person who sends it."""
+    return any(_PERSONAL_QUESTION_RE.search(part) for part in re.split(r"(?<=[.!?])\s+", message))
+
+
+def parties_in(text: str) -> frozenset[str]:
+    """The relations and species a text names, lowercased: "My brother's dog" → brother, dog."""
+    return frozenset(match.lower() for match in _PARTY_RE.findall(text))
+
 
 # Whitespace of every kind (a newline could start a fake section or role line).
 _SPACE_RE = re.compile(r"[\s\u2028\u2029\x85]+")
