@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("memory", "0010_erasure_link_constraints"),
+        ("memory", "0011_local_only"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
