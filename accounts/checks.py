@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, register
 from django.db import connections
 from django.db.utils import OperationalError
@@ -50,3 +51,33 @@ def check_pgvector_available(
                 )
             )
     return errors
+
+
+# What Django's security.W001-W003 look for by dotted path. config/middleware.py installs
+# subclasses that run in the event loop, so the protection is checked by class instead.
+PROTECTIVE_MIDDLEWARE = (
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+)
+
+
+@register(Tags.security)
+def check_protective_middleware(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Each of Django's protective middleware, or a subclass of it, is installed."""
+    from django.utils.module_loading import import_string
+
+    installed = [import_string(path) for path in settings.MIDDLEWARE]
+    return [
+        Error(
+            f"No {path} (or a subclass) in MIDDLEWARE.",
+            hint="Add it back: it sets security headers or checks CSRF tokens.",
+            id="mnemo.E011",
+        )
+        for path in PROTECTIVE_MIDDLEWARE
+        if not any(
+            issubclass(cls, import_string(path)) for cls in installed if isinstance(cls, type)
+        )
+    ]

@@ -4,6 +4,7 @@ import os
 import secrets
 import subprocess
 import sys
+from typing import Any
 
 from config import stack
 
@@ -76,3 +77,18 @@ def test_migrate_explains_a_missing_pgvector(tmp_path: object) -> None:
 def test_the_openapi_schema_is_valid_and_unambiguous() -> None:
     result = _manage("spectacular", "--validate", "--fail-on-warn", "--file", os.devnull)
     assert result.returncode == 0, result.stderr
+
+
+def test_removing_a_protective_middleware_is_an_error_not_silenced(settings: Any) -> None:
+    # Django's own W001-W003 look for its dotted paths and are silenced for our subclasses;
+    # mnemo.E011 checks by class instead.
+    from accounts.checks import check_protective_middleware
+
+    assert check_protective_middleware() == []
+    settings.MIDDLEWARE = [
+        path for path in settings.MIDDLEWARE if not path.endswith("CsrfViewMiddleware")
+    ]
+    errors = check_protective_middleware()
+
+    assert [error.id for error in errors] == ["mnemo.E011"]
+    assert "django.middleware.csrf.CsrfViewMiddleware" in errors[0].msg
