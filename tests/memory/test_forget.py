@@ -488,3 +488,25 @@ def test_forgetting_a_fact_leaves_another_persons_quotes_of_the_same_message_id_
 
     theirs.refresh_from_db()
     assert theirs.source_excerpt == whole
+
+
+def test_a_memory_changed_by_a_later_message_quotes_that_message(
+    user: Any, fake_llm: FakeLLM
+) -> None:
+    # Quote and link move together: a quote written whole from the first message would
+    # otherwise outlive a forget scoped to that message.
+    berlin, allergy = _two_facts(user, fake_llm)
+    Memory.objects.filter(pk=berlin.pk).update(source_excerpt=TWO_FACTS)
+    said = "I live in Lisbon now. I keep bees."
+    conversation = chat_services.start_conversation(user=user)
+    message, _ = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content=said
+    )
+    extraction.extract(user=user, text=said, source_message_id=message.pk)
+    berlin.refresh_from_db()
+    assert "Lisbon" in berlin.content and berlin.source_message_id == message.pk
+    assert berlin.source_excerpt == "I live in Lisbon now."
+
+    memory_services.forget(user=user, memory_id=allergy.pk)
+
+    assert _outside_transcript(user) == set()
