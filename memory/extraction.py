@@ -877,6 +877,7 @@ def _apply(
             content=candidate.content,
             actor=actor,
             source_message_id=source_message_id,
+            source_excerpt=excerpt,
             embedding=candidate.embedding,
         )
         outcome.updated.append(memory.pk)

@@ -556,6 +556,61 @@ def sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+# Words too common to say which sentence of a message a memory came from.
+_COMMON_WORDS = frozenset(
+    "a an and are as at be but by for from had has have he her his i i'm im is it its me my "  # noqa: SIM905
+    "of on or our she so that the their them they this to user user's was we were with you "
+    "your".split()
+)
+_WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+
+
+def _stems(text: str) -> set[str]:
+    # A word's first four letters: "live" and "lives", "allergic" and "allergy" meet.
+    return {
+        word[:4]
+        for word in _WORD_RE.findall(text.casefold())
+        if word not in _COMMON_WORDS and len(word) > 1
+    }
+
+
+def supporting_sentences(text: str, content: str) -> list[str]:
+    """The sentences of `text` that say `content`, in their order (each stripped).
+
+    The sentence sharing most words with `content` first, then any other that adds words of
+    it none chosen has ("My sister is Ana. She lives in Porto." for "My sister Ana lives in
+    Porto"). Every sentence when none shares a word, or when `text` is one sentence.
+    """
+    spans = [text[start:end].strip() for start, end in sentences(text)]
+    if len(spans) < 2:
+        return spans
+    wanted = _stems(content)
+    scored = sorted(
+        ((len(wanted & _stems(s)), i) for i, s in enumerate(spans)), key=lambda p: (-p[0], p[1])
+    )
+    covered: set[str] = set()
+    chosen = []
+    for score, index in scored:
+        new = (wanted & _stems(spans[index])) - covered
+        if score and new:
+            chosen.append(index)
+            covered |= new
+    if not chosen:
+        return spans
+    return [spans[i] for i in sorted(chosen)]
+
+
+def quote(text: str, content: str, *, limit: int = 1000) -> str:
+    """A memory's provenance quote: only the sentences of the person's message `text` that
+    support `content`, secrets replaced by placeholders, at most `limit` characters.
+
+    Secrets are found in the whole message first (a password's context may be the sentence
+    before it), so none survives in a sentence quoted on its own.
+    """
+    redacted = redact(text)[0]
+    return " ".join(supporting_sentences(redacted, content))[:limit]
+
+
 def without_secrets(text: str) -> str:
     """`text` without the sentences that hold a secret: the rest may still be a useful fact."""
     findings = find_secrets(text)

@@ -70,10 +70,10 @@ def _remove(ids: list[int], counts: dict[str, int], kind: str, **still: Any) -> 
         rows = list(
             Memory.objects.select_for_update(skip_locked=True)
             .filter(pk__in=ids, user_id__in=free, pinned=False, **still)
-            .values_list("pk", "user_id", "content")
+            .values_list("pk", "user_id", "content", "source_message_id", "source_excerpt")
         )
         # The words of every earlier event go with the memory (added, updated, pinned).
-        MemoryEvent.objects.filter(memory_ref__in=[pk for pk, _, _ in rows]).exclude(
+        MemoryEvent.objects.filter(memory_ref__in=[pk for pk, *_ in rows]).exclude(
             old_content="", new_content=""
         ).update(old_content="", new_content="")
         MemoryEvent.objects.bulk_create(
@@ -84,17 +84,22 @@ def _remove(ids: list[int], counts: dict[str, int], kind: str, **still: Any) -> 
                 action=MemoryEvent.Action.EXPIRED,
                 actor=MemoryEvent.Actor.RETENTION,
             )
-            for pk, user_id, _ in rows
+            for pk, user_id, *_ in rows
         )
         # Nor do the other memories that borrowed its words as recall keys keep them.
         texts: dict[int, list[str]] = {}
-        for _, user_id, content in rows:
+        for _, user_id, content, _, _ in rows:
             texts.setdefault(user_id, []).append(content)
         for user_id, contents in texts.items():
             services.unlink_recall_keys(user_id=user_id, texts=contents)
-        Memory.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
+        # Nor the quotes of those learned from the same message its sentences.
+        for _, user_id, content, message_id, excerpt in rows:
+            services.unquote(
+                user_id=user_id, source_message_id=message_id, excerpt=excerpt, content=content
+            )
+        Memory.objects.filter(pk__in=[pk for pk, *_ in rows]).delete()
     counts[kind] = counts.get(kind, 0) + len(rows)
-    return {pk for pk, _, _ in rows}
+    return {pk for pk, *_ in rows}
 
 
 def run_retention(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from memory import embeddings, privacy, services, statements
@@ -92,7 +93,6 @@ def hold(
 
     now = timezone.now()
     expires_at = now + timedelta(hours=settings.MEMORY_REVIEW_TTL_HOURS)
-    quote = privacy.redact(excerpt[:1000])[0]
     waiting = list(
         PendingMemory.objects.for_user(user)
         .waiting()
@@ -127,7 +127,8 @@ def hold(
             target_updated_at=target.updated_at if target is not None else None,
             source_message_id=source_message_id,
             source_conversation_id=source_conversation_id,
-            source_excerpt=quote,
+            # Only the sentences of the message that say this item.
+            source_excerpt=privacy.quote(excerpt, content),
             entities=[] if operation == Operation.DELETE else _named(entities, content),
             created_at=now,
             expires_at=expires_at,
@@ -331,6 +332,7 @@ def _apply(
             kind=kind,
             actor=actor,
             source_message_id=item.source_message_id,
+            source_excerpt=item.source_excerpt,
             embedding=embedding,
         )
         _learn_entities(user, item, memory)
@@ -366,9 +368,22 @@ def _learn_entities(user: Any, item: PendingMemory, memory: Memory) -> None:
         entity.memories.add(memory.pk)
 
 
+def _drop(items: QuerySet[PendingMemory]) -> int:
+    """Delete these items, and their sentences from the quotes of the memories and items
+    learned from the same message (`services.unquote`); returns how many went."""
+    with transaction.atomic():
+        said = list(items.values_list("user_id", "source_message_id", "source_excerpt", "content"))
+        deleted, _ = items.delete()
+        for user_id, message_id, excerpt, content in said:
+            services.unquote(
+                user_id=user_id, source_message_id=message_id, excerpt=excerpt, content=content
+            )
+    return deleted
+
+
 def reject(*, user: Any, pending_id: int) -> None:
-    """Drop a pending item: the row goes, and nothing else ever held its words."""
-    deleted, _ = PendingMemory.objects.for_user(user).filter(pk=pending_id).delete()
+    """Drop a pending item: the row goes, and nothing else keeps its words."""
+    deleted = _drop(PendingMemory.objects.for_user(user).filter(pk=pending_id))
     if not deleted:
         raise PendingGone(_GONE)
 
@@ -407,8 +422,7 @@ def reject_all(*, user: Any, source_message_id: int | None = None) -> int:
     items = PendingMemory.objects.for_user(user)
     if source_message_id is not None:
         items = items.filter(source_message_id=source_message_id)
-    deleted, _ = items.delete()
-    return deleted
+    return _drop(items)
 
 
 # --- Erasure, deleted conversations, expiry ---
@@ -439,17 +453,16 @@ def drop_proposals_about(*, user: Any, memory_id: int) -> int:
     """A memory is forgotten: pending confirmations of it (which repeat its words) and
     deletions of it (nothing left to delete) go with it. A pending replacement stays: its
     text is the new value, and approving it adds that."""
-    deleted, _ = (
-        PendingMemory.objects.for_user(user)
-        .filter(target_id=memory_id, operation__in=[Operation.CONFIRM, Operation.DELETE])
-        .delete()
+    return _drop(
+        PendingMemory.objects.for_user(user).filter(
+            target_id=memory_id, operation__in=[Operation.CONFIRM, Operation.DELETE]
+        )
     )
-    return deleted
 
 
 def expire_pending(*, now: datetime | None = None) -> int:
     """Delete every pending item past its review time (the retention run calls this)."""
-    deleted, _ = PendingMemory.objects.filter(expires_at__lte=now or timezone.now()).delete()
+    deleted = _drop(PendingMemory.objects.filter(expires_at__lte=now or timezone.now()))
     if deleted:
         logger.info("review: %s pending memories expired unreviewed", deleted)
     return deleted

@@ -121,8 +121,8 @@ def remember(
             importance=max(0.0, min(1.0, importance)),
             source_message_id=source_message_id,
             source_conversation_id=source_conversation_id,
-            # The person's words, with any secret in them replaced by a placeholder.
-            source_excerpt=privacy.redact(source_excerpt[:1000])[0],
+            # The sentences of the person's message that say it, secrets as placeholders.
+            source_excerpt=privacy.quote(source_excerpt, content),
         )
         _event(memory, MemoryEvent.Action.ADDED, actor, new=content, source=source_message_id)
     return memory
@@ -156,9 +156,14 @@ def update_memory(
     kind: str | None = None,
     actor: str = MemoryEvent.Actor.USER,
     source_message_id: int | None = None,
+    source_excerpt: str | None = None,
     embedding: list[float] | None = None,
 ) -> Memory:
-    """Correct a memory's text (re-embedded) or kind, keeping the old text in its history."""
+    """Correct a memory's text (re-embedded) or kind, keeping the old text in its history.
+
+    A change learned from a message (`source_message_id`) quotes that message
+    (`source_excerpt`, its supporting sentences kept), so quote and link stay together.
+    """
     new_content = clean_content(content) if content is not None else None
     if kind is not None and kind not in Memory.Kind.values:
         raise InvalidMemory(f"Unknown kind '{kind}'.")
@@ -184,6 +189,8 @@ def update_memory(
         memory.expires_at = retention.expiry_for(memory.kind, memory.updated_at)
         if source_message_id is not None:
             memory.source_message_id = source_message_id
+            if source_excerpt is not None:
+                memory.source_excerpt = privacy.quote(source_excerpt, memory.content)
         memory.save()
         _event(
             memory,
@@ -238,10 +245,68 @@ def forget(
         memory = _locked(user, memory_id)
         scrub_history(user=user, memory_ids=[memory.pk])
         review.drop_proposals_about(user=user, memory_id=memory.pk)
-        # Its words also go from the recall keys of the memories learned with it.
+        # Its words also go from the recall keys of the memories learned with it, and its
+        # sentences from the quotes of those learned from the same message.
         unlink_recall_keys(user_id=user.pk, texts=[memory.content])
+        unquote(
+            user_id=user.pk,
+            source_message_id=memory.source_message_id,
+            excerpt=memory.source_excerpt,
+            content=memory.content,
+        )
         _event(memory, MemoryEvent.Action.DELETED, actor, source=source_message_id)
         memory.delete()
+
+
+# Characters a PostgreSQL regular expression may read as an operator.
+_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
+
+
+def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, content: str) -> int:
+    """Take a forgotten memory's (or rejected item's) sentences out of the quotes of the
+    person's other memories and pending items learned from the same message.
+
+    A quote holds only the sentences that support its own memory (`privacy.quote`), but one
+    sentence may say two things, and quotes written before that hold the whole message: the
+    sentences of `excerpt` that say `content` go from every such quote. One statement over
+    both tables, scoped to the person and the message; returns the rows changed. Call it in
+    the transaction that deletes the memory or item.
+    """
+    if source_message_id is None or not excerpt:
+        return 0
+    gone = sorted(set(privacy.supporting_sentences(excerpt, content)))
+    if not gone:
+        return 0
+    # Each sentence literally (ASCII punctuation quoted), any of them, as one pattern.
+    pattern = "|".join(_PUNCTUATION.sub(r"\\\g<0>", sentence) for sentence in gone)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH memories AS (
+                UPDATE memory_memory
+                SET source_excerpt = btrim(regexp_replace(
+                    regexp_replace(source_excerpt, %(pattern)s, '', 'g'),
+                    '[[:space:]]{2,}', ' ', 'g'))
+                WHERE user_id = %(user_id)s AND source_message_id = %(message_id)s
+                  AND EXISTS (SELECT 1 FROM unnest(%(gone)s::text[]) g
+                              WHERE strpos(source_excerpt, g) > 0)
+                RETURNING 1
+            ), pending AS (
+                UPDATE memory_pendingmemory
+                SET source_excerpt = btrim(regexp_replace(
+                    regexp_replace(source_excerpt, %(pattern)s, '', 'g'),
+                    '[[:space:]]{2,}', ' ', 'g'))
+                WHERE user_id = %(user_id)s AND source_message_id = %(message_id)s
+                  AND EXISTS (SELECT 1 FROM unnest(%(gone)s::text[]) g
+                              WHERE strpos(source_excerpt, g) > 0)
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM memories) + (SELECT count(*) FROM pending)
+            """,
+            {"pattern": pattern, "gone": gone, "user_id": user_id, "message_id": source_message_id},
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
 
 
 def forget_all(*, user: Any) -> int:

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -231,8 +232,9 @@ def test_deleting_a_conversation_takes_its_summary_and_quotes_and_keeps_its_memo
     settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
     fake_llm.responder = _facts
     conversation = chat_services.start_conversation(user=user)
-    # The canary is in a question, which the extractor never learns, so only the quote and
-    # the summary hold it (a statement "my codename is …" would be a memory of its own).
+    # The canary is in a question, which the extractor never learns, so only the summary
+    # holds it (a statement "my codename is …" would be a memory of its own); the memory
+    # quotes only the sentence it was learned from.
     said = f"Is {CANARY} a good name for a hive? I keep bees on the roof."
     message, reply = chat_services.send_message(
         user=user, conversation_id=conversation.pk, content=said
@@ -243,8 +245,8 @@ def test_deleting_a_conversation_takes_its_summary_and_quotes_and_keeps_its_memo
     )
     assert chat_services.summarize_conversation(conversation_id=conversation.pk)
     bees = Memory.objects.get(user=user, content="I keep bees on the roof.")
-    assert CANARY in bees.source_excerpt
-    for table in ("memory_memory", "memory_conversationsummary", "chat_message"):
+    assert bees.source_excerpt == "I keep bees on the roof."
+    for table in ("memory_conversationsummary", "chat_message"):
         assert table in _traces(user)
     # The memory entity named by the canary is the person's to delete, separately.
     Entity.objects.filter(user=user).delete()
@@ -292,3 +294,219 @@ def test_forget_everything_leaves_no_memory_summary_entity_or_history(
 
     assert response.status_code in (200, 302)
     assert _traces(user) == {}
+
+
+# --- One message, two memories: forgetting one leaves its words in no other's quote ---
+
+TWO_FACTS = f"I live in Berlin. I'm allergic to {CANARY}."
+TRANSCRIPT = {"chat_message", "chat_conversation"}
+
+
+def _outside_transcript(user: Any) -> set[str]:
+    """Where the canary is besides the person's conversations: tables and export parts."""
+    exported = export_everything(user=user)
+    parts = {f"export {k}" for k, v in exported.items() if CANARY in json.dumps(v)}
+    return (set(_rows_containing(CANARY)) | parts) - TRANSCRIPT - {"export conversations"}
+
+
+def _sentences_as_facts(request: dict[str, Any]) -> str | dict[str, Any]:
+    """A model that proposes each sentence it is shown as a fact, and answers 'Noted.'"""
+    schema = (request.get("response_format") or {}).get("schema") or {}
+    if "facts" in schema.get("properties", {}):
+        text = request["messages"][-1]["content"]
+        facts = [s.strip() for s in text.split(". ") if s.strip()]
+        return {"facts": [{"kind": "fact", "content": f} for f in facts], "entities": []}
+    if "decisions" in schema.get("properties", {}):
+        return {"decisions": []}
+    return "Noted."
+
+
+def _two_facts(user: Any, fake_llm: FakeLLM) -> tuple[Memory, Memory]:
+    """TWO_FACTS said in a chat and learned by the real extraction: (Berlin, allergy)."""
+    fake_llm.responder = _sentences_as_facts
+    conversation = chat_services.start_conversation(user=user)
+    message, _ = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content=TWO_FACTS
+    )
+    extraction.extract(
+        user=user,
+        text=TWO_FACTS,
+        source_message_id=message.pk,
+        source_conversation_id=conversation.pk,
+    )
+    memories = Memory.objects.filter(user=user, source_message_id=message.pk)
+    berlin = memories.get(content__contains="Berlin")
+    allergy = memories.get(content__contains=CANARY)
+    return berlin, allergy
+
+
+def _forget_on_the_page(user: Any, client: Client, memory: Memory) -> None:
+    assert client.post(reverse("memory:delete", args=[memory.pk])).status_code == 200
+
+
+def _forget_through_the_api(user: Any, client: Client, memory: Memory) -> None:
+    assert client.delete(reverse("api-memory", args=[memory.pk])).status_code == 204
+
+
+def _forget_in_the_chat(user: Any, client: Client, memory: Memory) -> None:
+    conversation = chat_services.start_conversation(user=user)
+    _, reply = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content=f"Forget that I'm allergic to {CANARY}"
+    )
+
+    async def answer() -> None:
+        async for _ in chat_services.stream_reply(user=user, message_id=reply.pk):
+            pass
+
+    async_to_sync(answer)()
+    assert not Memory.objects.filter(pk=memory.pk).exists()
+
+
+def _forget_as_contradicted(user: Any, client: Client, memory: Memory) -> None:
+    memory_services.forget(user=user, memory_id=memory.pk, actor="extractor", source_message_id=1)
+
+
+def _expire(user: Any, client: Client, memory: Memory) -> None:
+    RetentionPolicy.objects.update_or_create(kind="fact", defaults={"ttl_days": 30})
+    Memory.objects.filter(pk=memory.pk).update(expires_at=timezone.now() - timedelta(days=1))
+    assert retention.run_retention().expired == {"fact": 1}
+
+
+def _trim(user: Any, client: Client, memory: Memory) -> None:
+    RetentionPolicy.objects.update_or_create(kind="fact", defaults={"max_per_user": 1})
+    Memory.objects.filter(pk=memory.pk).update(importance=0.0)
+    assert retention.run_retention().trimmed == {"fact": 1}
+
+
+FORGET_PATHS = [
+    _forget_on_the_page,
+    _forget_through_the_api,
+    _forget_in_the_chat,
+    _forget_as_contradicted,
+    _expire,
+    _trim,
+]
+
+
+def test_each_memory_of_a_message_quotes_only_its_own_sentence(
+    user: Any, fake_llm: FakeLLM
+) -> None:
+    berlin, allergy = _two_facts(user, fake_llm)
+
+    assert berlin.source_excerpt == "I live in Berlin."
+    assert allergy.source_excerpt == f"I'm allergic to {CANARY}."
+
+
+@pytest.mark.parametrize("forget", FORGET_PATHS, ids=lambda f: f.__name__.strip("_"))
+def test_forgetting_one_fact_of_a_message_leaves_it_in_no_siblings_quote(
+    user: Any, user_client: Client, fake_llm: FakeLLM, settings: Any, forget: Any
+) -> None:
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
+    berlin, allergy = _two_facts(user, fake_llm)
+    assert "memory_memory" in _traces(user)
+
+    forget(user, user_client, allergy)
+
+    # Only the person's own transcript keeps the words.
+    assert _outside_transcript(user) == set()
+    berlin.refresh_from_db()
+    assert berlin.source_excerpt == "I live in Berlin."
+    assert berlin.source_message_id == allergy.source_message_id
+
+
+@pytest.mark.parametrize("forget", FORGET_PATHS, ids=lambda f: f.__name__.strip("_"))
+def test_forgetting_one_fact_takes_its_sentence_out_of_quotes_written_whole(
+    user: Any, user_client: Client, fake_llm: FakeLLM, settings: Any, forget: Any
+) -> None:
+    # Quotes written before they were cut to their sentences hold the whole message.
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
+    berlin, allergy = _two_facts(user, fake_llm)
+    Memory.objects.filter(pk__in=[berlin.pk, allergy.pk]).update(source_excerpt=TWO_FACTS)
+
+    forget(user, user_client, allergy)
+
+    assert _outside_transcript(user) == set()
+    berlin.refresh_from_db()
+    assert berlin.source_excerpt == "I live in Berlin."
+
+
+def test_a_sentence_saying_two_things_goes_from_both_quotes_when_one_is_forgotten(
+    user: Any, user_client: Client, fake_llm: FakeLLM
+) -> None:
+    said = f"I live in Berlin and I'm allergic to {CANARY}. I keep bees."
+    fake_llm.responder = lambda request: (
+        {
+            "facts": [
+                {"kind": "fact", "content": "I live in Berlin"},
+                {"kind": "fact", "content": f"I'm allergic to {CANARY}"},
+                {"kind": "fact", "content": "I keep bees"},
+            ],
+            "entities": [],
+        }
+        if "facts" in str(request.get("response_format"))
+        else {"decisions": []}
+    )
+    conversation = chat_services.start_conversation(user=user)
+    message, _ = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content=said
+    )
+    extraction.extract(
+        user=user, text=said, source_message_id=message.pk, source_conversation_id=conversation.pk
+    )
+    berlin = Memory.objects.get(user=user, content__contains="Berlin")
+    bees = Memory.objects.get(user=user, content__contains="bees")
+    assert berlin.source_excerpt == f"I live in Berlin and I'm allergic to {CANARY}."
+    assert bees.source_excerpt == "I keep bees."
+    allergy = Memory.objects.get(user=user, content__contains=CANARY)
+
+    _forget_on_the_page(user, user_client, allergy)
+
+    assert _outside_transcript(user) == set()
+    berlin.refresh_from_db()
+    bees.refresh_from_db()
+    # Berlin's only sentence also said the allergy: its quote goes, its link stays.
+    assert (berlin.source_excerpt, berlin.source_message_id) == ("", message.pk)
+    assert bees.source_excerpt == "I keep bees."
+
+
+def test_forgetting_a_fact_leaves_another_persons_quotes_of_the_same_message_id_alone(
+    user: Any, other_user: Any, fake_llm: FakeLLM
+) -> None:
+    _, allergy = _two_facts(user, fake_llm)
+    theirs = memory_services.remember(
+        user=other_user,
+        content="I live in Lyon",
+        source_message_id=allergy.source_message_id,
+        source_excerpt=f"I live in Lyon. I'm allergic to {CANARY}.",
+        embedding=_vector("l"),
+    )
+    # Their quote holds the very sentence (as one written whole would): it is not ours to cut.
+    whole = f"I live in Lyon. I'm allergic to {CANARY}."
+    Memory.objects.filter(pk=theirs.pk).update(source_excerpt=whole)
+
+    memory_services.forget(user=user, memory_id=allergy.pk)
+
+    theirs.refresh_from_db()
+    assert theirs.source_excerpt == whole
+
+
+def test_a_memory_changed_by_a_later_message_quotes_that_message(
+    user: Any, fake_llm: FakeLLM
+) -> None:
+    # Quote and link move together: a quote written whole from the first message would
+    # otherwise outlive a forget scoped to that message.
+    berlin, allergy = _two_facts(user, fake_llm)
+    Memory.objects.filter(pk=berlin.pk).update(source_excerpt=TWO_FACTS)
+    said = "I live in Lisbon now. I keep bees."
+    conversation = chat_services.start_conversation(user=user)
+    message, _ = chat_services.send_message(
+        user=user, conversation_id=conversation.pk, content=said
+    )
+    extraction.extract(user=user, text=said, source_message_id=message.pk)
+    berlin.refresh_from_db()
+    assert "Lisbon" in berlin.content and berlin.source_message_id == message.pk
+    assert berlin.source_excerpt == "I live in Lisbon now."
+
+    memory_services.forget(user=user, memory_id=allergy.pk)
+
+    assert _outside_transcript(user) == set()

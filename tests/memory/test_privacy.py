@@ -198,3 +198,30 @@ def test_an_entity_attribute_holding_a_secret_is_refused_on_the_page_and_the_api
     assert entity.attributes == {}
     assert not EntityEvent.objects.filter(new_value__in=["9087", "4821"]).exists()
     assert Entity.objects.count() == 1
+
+
+# --- Quotes: the sentences of a message that say a memory ---
+
+
+def test_a_quote_is_the_sentences_that_say_the_memory_in_their_order() -> None:
+    said = "I live in Berlin. My sister is Ana. She lives in Porto. I'm allergic to penicillin."
+
+    assert privacy.quote(said, "I'm allergic to penicillin") == "I'm allergic to penicillin."
+    assert privacy.quote(said, "The user lives in Berlin") == "I live in Berlin."
+    assert privacy.quote(said, "My sister Ana lives in Porto") == (
+        "My sister is Ana. She lives in Porto."
+    )
+    # One sentence, or nothing in common: the whole message (still capped).
+    assert privacy.quote("I keep bees on the roof", "Beekeeper") == "I keep bees on the roof"
+    assert privacy.quote(said, "Vegetarian") == said
+    assert privacy.quote("x" * 2000, "x") == "x" * 1000
+
+
+def test_a_quote_is_cut_after_the_secrets_of_the_whole_message_are_masked() -> None:
+    # The answer alone does not read as a secret; its question, a sentence before, does.
+    said = "My security question is my first pet. Answer: Okonkwo, the bank asks. I live in Rome."
+    assert "Okonkwo" in privacy.redact("Answer: Okonkwo, the bank asks.")[0]
+
+    for content in ("I live in Rome", "The bank asks about Okonkwo", "My first pet"):
+        assert "Okonkwo" not in privacy.quote(said, content)
+    assert privacy.quote(said, "I live in Rome") == "I live in Rome."

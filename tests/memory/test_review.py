@@ -680,3 +680,56 @@ def test_what_do_you_know_lists_live_memories_and_only_counts_what_waits(
     assert "- I prefer green tea." in reply.content
     assert "1 more waits for your yes" in reply.content
     assert CANARY not in reply.content
+
+
+# --- One message, two items: rejecting one leaves its words in no other's quote ---
+
+
+def _reject_on_the_page(client: Client, item: PendingMemory) -> None:
+    response = client.post(reverse("memory:review-reject", args=[item.pk]), {"from": "chat"})
+    assert response.status_code in (200, 302)
+
+
+def _reject_through_the_api(client: Client, item: PendingMemory) -> None:
+    assert client.delete(reverse("api-pending-item", args=[item.pk])).status_code == 204
+
+
+def _let_it_expire(client: Client, item: PendingMemory) -> None:
+    PendingMemory.objects.filter(pk=item.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+    assert retention.run_retention().expired.get("pending review") == 1
+
+
+REJECT_PATHS = [_reject_on_the_page, _reject_through_the_api, _let_it_expire]
+
+
+@pytest.mark.parametrize("whole", [False, True], ids=["own-sentence", "written-whole"])
+@pytest.mark.parametrize("reject", REJECT_PATHS, ids=lambda f: f.__name__.strip("_"))
+def test_rejecting_one_item_of_a_message_and_approving_the_other_leaves_it_only_in_the_chat(
+    reviewing: Any, user_client: Client, reject: Any, whole: bool
+) -> None:
+    user = reviewing
+    said = f"I live in Lisbon. My hamster is called {CANARY}."
+    message = _turn(user, chat_services.start_conversation(user=user), said)
+    items = PendingMemory.objects.filter(user=user, source_message_id=message.pk)
+    lisbon = items.get(content__contains="Lisbon")
+    hamster = items.get(content__contains=CANARY)
+    assert lisbon.source_excerpt == "I live in Lisbon."
+    assert hamster.source_excerpt == f"My hamster is called {CANARY}."
+    if whole:  # as items held before quotes were cut to their sentences
+        items.update(source_excerpt=said)
+
+    reject(user_client, hamster)
+    # Already while the other waits, its quote keeps only its own sentence.
+    lisbon.refresh_from_db()
+    assert lisbon.source_excerpt == "I live in Lisbon."
+    assert set(_rows_containing(CANARY)) <= TRANSCRIPT
+    approved = user_client.post(reverse("api-pending-approve", args=[lisbon.pk]))
+
+    assert approved.status_code == 200
+    memory = Memory.objects.get(user=user)
+    assert (memory.source_excerpt, memory.source_message_id) == ("I live in Lisbon.", message.pk)
+    assert set(_rows_containing(CANARY)) <= TRANSCRIPT
+    exported = export_everything(user=user)
+    assert CANARY not in json.dumps([exported["memories"], exported["pending_memories"]])
