@@ -73,9 +73,9 @@ typecheck: $(VENV)/.installed
 
 # Each prints its numbers and asserts nothing. Those marked * talk to the real local model.
 # recall seeds 110k memories (`--users 1000` for the 1M-row figures); erase seeds 100k.
-#   embed chat extract erase stop locomo recall   grounding* extract_quality* local_turns*
+#   embed chat extract erase stop locomo recall local_only   grounding* extract_quality* local_turns*
 #   restart_backlog*
-BENCHES ?= embed chat extract erase stop locomo recall grounding extract_quality local_turns restart_backlog
+BENCHES ?= embed chat extract erase stop locomo recall local_only grounding extract_quality local_turns restart_backlog
 
 bench: $(VENV)/.local-llm
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
