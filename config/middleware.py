@@ -47,15 +47,10 @@ def _values(pairs: Iterable[tuple[str, list[str]]]) -> Iterable[str]:
         yield from values
 
 
-class BadInputMiddleware:
-    """400 for a NUL byte or invalid text in any query or form field, 413 for a body too big.
-
-    PostgreSQL cannot store NUL in text and a lone surrogate cannot be encoded, so such a value
-    would fail deep inside a query; refusing it here covers every page and API view at once.
-    JSON bodies are checked by the API's parser (config.api.StrictJSONParser). Sync and async:
-    the check is CPU only (the body is already in memory), so under ASGI it runs in the event
-    loop and costs no trip to a worker thread.
-    """
+class _Inline:
+    """Sync and async middleware whose work is CPU only: under ASGI it runs in the event loop
+    and costs no trip to a worker thread. `before` may answer instead of the view; `after`
+    may replace the view's answer."""
 
     sync_capable = True
     async_capable = True
@@ -69,12 +64,28 @@ class BadInputMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self._acall(request)
-        return self._refusal(request) or self.get_response(request)
+        return self.after(request, self.before(request) or self.get_response(request))
 
     async def _acall(self, request: HttpRequest) -> HttpResponseBase:
-        return self._refusal(request) or await self.get_response(request)
+        return self.after(request, self.before(request) or await self.get_response(request))
 
-    def _refusal(self, request: HttpRequest) -> HttpResponse | None:
+    def before(self, request: HttpRequest) -> HttpResponseBase | None:
+        return None
+
+    def after(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+        return response
+
+
+class BadInputMiddleware(_Inline):
+    """400 for a NUL byte or invalid text in any query or form field, 413 for a body too big.
+
+    PostgreSQL cannot store NUL in text and a lone surrogate cannot be encoded, so such a value
+    would fail deep inside a query; refusing it here covers every page and API view at once.
+    JSON bodies are checked by the API's parser (config.api.StrictJSONParser). The check is CPU
+    only (the body is already in memory).
+    """
+
+    def before(self, request: HttpRequest) -> HttpResponse | None:
         try:
             problem = self._problem(request)
         except RequestDataTooBig:
@@ -124,31 +135,13 @@ SIGNED_OUT_MESSAGE = (
 )
 
 
-class SignedOutHtmxMiddleware:
+class SignedOutHtmxMiddleware(_Inline):
     """A background htmx request from a signed-out page gets 401 and a message, not the
     sign-in page: htmx would follow the redirect and swap the sign-in form into the sidebar
     (or a message's slot). Full page loads still redirect to sign in as usual.
     """
 
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
-
-    def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        if self.async_mode:
-            return self.__acall__(request)  # type: ignore[return-value]
-        return self.signed_out(request, self.get_response(request))
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        return self.signed_out(request, await self.get_response(request))  # type: ignore[misc]
-
-    @staticmethod
-    def signed_out(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    def after(self, request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
         if response.status_code != 302 or not request.headers.get("HX-Request"):
             return response
         login = str(resolve_url(settings.LOGIN_URL))

@@ -294,3 +294,15 @@ def test_a_signed_out_page_load_still_redirects_to_sign_in(client: Client) -> No
 
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("account_login"))
+
+
+def test_a_signed_out_background_refresh_gets_401_under_asgi(asgi_server: AsgiServer) -> None:
+    # The same through uvicorn, where the middleware runs in the event loop.
+    with httpx.Client(base_url=asgi_server.url, timeout=10) as client:
+        refresh = client.get("/chat/list", headers={"HX-Request": "true"})
+        page = client.get("/chat/list")
+
+    assert refresh.status_code == 401
+    assert "signed out" in refresh.text
+    assert page.status_code == 302
+    assert page.headers["Location"].startswith("/accounts/login/")
