@@ -1,15 +1,15 @@
 """Recall quality on LoCoMo: does `memory.services.recall` find the turns a question needs?
 
-Run: `.venv/bin/python bench/locomo.py [--data PATH] [--learn] [--quick] [--stores a,b]` from
-the repository root. The data defaults to `../shared/eval/locomo-dev.json` next to the
-checkout (the nearest `shared/eval/` above it). It starts an embedded PostgreSQL in
-`<data dir>/bench-locomo/pg` (unless DATABASE_URL is set), migrates, and for each
-conversation and each way of writing the memories ("store") creates one bench user whose
-memories are the conversation's dialogue turns, kind "fact", embedded with the project's
-embedding model (one batch), bulk-created, each tagged with its dia_id and kept as the
-product keeps memories: `happened_at` = the session's date, `source_conversation_id` = the
-session, `source_message_id` = the turn's position (so recall's time and context signals see
-what they would see in the product):
+Run: `.venv/bin/python bench/locomo.py [--data PATH] [--learn] [--misses] [--quick] [--stores
+a,b]` from the repository root. The data defaults to `../shared/eval/locomo-dev.json` next to
+the checkout (the nearest `shared/eval/` above it). It starts an embedded PostgreSQL in `<data
+dir>/bench-locomo/pg` (unless DATABASE_URL is set), migrates, and for each conversation and
+each way of writing the memories ("store") creates one bench user whose memories are the
+conversation's dialogue turns, kind "fact", embedded with the project's embedding model (one
+batch), bulk-created, each tagged with its dia_id and kept as the product keeps memories:
+`happened_at` = the session's date, `source_conversation_id` = the session, `source_message_id`
+= the turn's position (so recall's time and context signals see what they would see in the
+product):
 
 - turn:             the turn's text
 - dated:            "[<session date>] <speaker>: <text>"
@@ -44,6 +44,11 @@ ranks), then validates leave-one-conversation-out: each conversation is ranked b
 recall() with the weights learned on the other four. The memories' vectors are computed in
 one batch and cached in `<data dir>/bench-locomo`; the questions are embedded one by one, as
 in the chat. Recall latency is timed with the question's vector given.
+
+--misses: where each evidence turn recall does not put in its top 10 sits, per category and
+learning store: ranked 11-30 (returned, cut by the limit), a candidate that did not make the
+30 returned rows, or no candidate at all (in none of the vector top, BM25 top and dated rows,
+nor next to a top memory): what a better ranking could still win, and what it cannot.
 
 Prints numbers; asserts nothing. Deletes its users and stops the PostgreSQL it started.
 """
@@ -731,6 +736,51 @@ def merged(label: str, store: str, parts: list[Result]) -> Result:
     return result
 
 
+def print_misses(
+    conversations: list[Conversation], stored: Stored, query_vectors: dict[str, list[float]]
+) -> None:
+    """Where the evidence turns missed at 10 sit (offline mirror of recall with WEIGHTS)."""
+    from django.conf import settings
+
+    from memory.services import WEIGHTS
+
+    places = ("top 10", "11-30", "candidate, cut", "no candidate")
+    print()
+    print("Where the evidence turns are (WEIGHTS, offline mirror; share of evidence turns)")
+    print(
+        f"{'store':<{STORE_WIDTH}} {'category':<12} {'turns':>6} "
+        + "".join(f"{p:>16}" for p in places)
+    )
+    for store in LEARN_STORES:
+        indexes, features = collect_features(conversations, stored, store, query_vectors)
+        counts: dict[int, Counter[str]] = defaultdict(Counter)
+        for f in features:
+            index = indexes[f.conversation]
+            order = mirror_rank(index, f, WEIGHTS, settings.MEMORY_MIN_SIMILARITY)
+            ranked: list[str] = []
+            for i in order:
+                if index.dias[i] not in ranked:
+                    ranked.append(index.dias[i])
+            candidates = {index.dias[i] for i in {*f.vector_rank, *f.text_rank, *f.dated}}
+            for dia_id in f.question.evidence:
+                if dia_id in ranked[:10]:
+                    place = places[0]
+                elif dia_id in ranked:
+                    place = places[1]
+                elif dia_id in candidates:
+                    place = places[2]
+                else:
+                    place = places[3]
+                counts[f.question.category][place] += 1
+        for category, name in CATEGORIES.items():
+            total = sum(counts[category].values())
+            cells = "".join(
+                f"{counts[category][p]:>8} {counts[category][p] / max(total, 1):>6.1%} "
+                for p in places
+            )
+            print(f"{store:<{STORE_WIDTH}} {name:<12} {total:>6} {cells}")
+
+
 def learn_and_validate(
     conversations: list[Conversation],
     stored: Stored,
@@ -787,6 +837,11 @@ def main() -> None:
         "--learn",
         action="store_true",
         help="learn the fusion weights on the data, with leave-one-conversation-out validation",
+    )
+    parser.add_argument(
+        "--misses",
+        action="store_true",
+        help="where the evidence turns missed at 10 sit: cut by the limit, or no candidate",
     )
     parser.add_argument(
         "--quick",
@@ -933,6 +988,8 @@ def main() -> None:
             print_table(ablation)
             print_categories(ablation)
 
+        if args.misses:
+            print_misses(conversations, stored, query_vectors)
         if args.learn:
             learn_and_validate(conversations, stored, query_vectors, run)
         print()
