@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.db.models import Func, Q
@@ -13,6 +14,9 @@ from django.utils import timezone
 from pgvector.django import VectorField
 
 EMBEDDING_DIMENSIONS = settings.EMBEDDING_DIMENSIONS
+# A btree entry holds at most ~2.7 kB: the vector (4 bytes a dimension) fits in recall's
+# covering index (Memory.Meta) up to ~600 dimensions; above, recall reads it from the rows.
+RECALL_INDEX_HOLDS_VECTOR = EMBEDDING_DIMENSIONS <= 600
 
 
 class TokenEstimate(Func):
@@ -51,9 +55,10 @@ class Memory(models.Model):
     ALWAYS_ON = (Kind.PROFILE, Kind.PREFERENCE)
 
     # Recall scans one person's rows exactly through this foreign key's index (README: an
-    # exact per-person scan beats a global ANN index filtered afterwards, which loses results).
+    # exact per-person scan beats a global ANN index filtered afterwards, which loses results):
+    # memory_user_recall below, user_id with recall's columns included, not a plain one.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memories"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memories", db_index=False
     )
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.FACT)
     # Written in the first person ("I live in Berlin"): it reads naturally on the memory page
@@ -68,6 +73,15 @@ class Memory(models.Model):
     search = models.GeneratedField(
         expression=SearchVector("content", "recall_keys", config="english"),
         output_field=SearchVectorField(),
+        db_persist=True,
+    )
+    # length(search), kept for recall's BM25 document length: with it, recall reads every row's
+    # part from the index memory_user_recall alone (the text itself only for rows that match).
+    search_length = models.GeneratedField(
+        expression=Func(
+            SearchVector("content", "recall_keys", config="english"), function="length"
+        ),
+        output_field=models.IntegerField(),
         db_persist=True,
     )
     # Estimated prompt tokens of `content` (see TokenEstimate).
@@ -108,6 +122,34 @@ class Memory(models.Model):
         ordering = ["kind", "-updated_at"]
         indexes = [
             models.Index(fields=["expires_at"], name="memory_expires", condition=Q(pinned=False)),
+            # Recall's exact per-person scan is an index-only scan of this: a person's entries
+            # sit together on ~250 leaf pages per 1,000 memories whatever order the rows were
+            # written in, where their heap rows lie scattered, one page each (README, "Recall
+            # speed"). Every column recall reads for each row is here; the text only for the
+            # rows its words match (memory_user_search). Bounded width: ~1.6 kB a tuple, under
+            # btree's ~2.7 kB limit (fixed-size columns only; see RECALL_INDEX_HOLDS_VECTOR).
+            models.Index(
+                fields=["user"],
+                include=[
+                    "id",
+                    "kind",
+                    "importance",
+                    "pinned",
+                    "expires_at",
+                    "created_at",
+                    "updated_at",
+                    "happened_at",
+                    "source_conversation_id",
+                    "source_message_id",
+                    "search_length",
+                ]
+                + (["embedding"] if RECALL_INDEX_HOLDS_VECTOR else []),
+                name="memory_user_recall",
+            ),
+            # Which of the person's rows share a word with the message (recall's BM25 part):
+            # user_id in the same GIN index (btree_gin), so the lookup reads this person's
+            # posting lists only, not every row that has the word.
+            GinIndex(fields=["user", "search"], name="memory_user_search"),
         ]
 
     def __str__(self) -> str:

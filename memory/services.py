@@ -747,15 +747,15 @@ WEIGHTS = RecallWeights(
     context_seeds=5,
 )
 
-# One statement. Every row of the person's live memories is read once (an exact scan through
-# the user_id index): its cosine distance to the message and, only for rows sharing a word
-# with it, its BM25 postings. Document frequencies and the average length come from the
-# person's own rows in the same statement, so the ranking needs no statistics table kept up
-# to date. Candidates are the vector top, the BM25 top and the memories dated in the time
-# the message names; their fused relevance is computed here, their neighbours (same
-# conversation, next source message) are lifted, and only the top rows come back with their
-# text, plus the most relevant always-on memories, the closest past-conversation summaries
-# and the entities the message names.
+# One statement. Every row of the person's live memories is read once (an exact scan, index
+# only, of memory_user_recall): its cosine distance to the message and, only for rows sharing
+# a word with it (found through memory_user_search), its BM25 postings. Document frequencies
+# and the average length come from the person's own rows in the same statement, so the
+# ranking needs no statistics table kept up to date. Candidates are the vector top, the BM25
+# top and the memories dated in the time the message names; their fused relevance is
+# computed here, their neighbours (same conversation, next source message) are lifted, and
+# only the top rows come back with their text, plus the most relevant always-on memories,
+# the closest past-conversation summaries and the entities the message names.
 RECALL_CTES = """
 WITH q AS (
     -- Any word may match (OR), not all of them: "How old is Bruno?" must find "My dog Bruno".
@@ -765,23 +765,32 @@ WITH q AS (
            tsvector_to_array(to_tsvector('english', %(text)s)) AS terms
 ),
 live AS MATERIALIZED (
+    -- Only columns the index memory_user_recall holds: an index-only scan, no table rows.
     SELECT m.id, m.kind, m.importance, m.updated_at,
            m.embedding <=> q.v AS distance,
-           CASE WHEN m.search @@ q.t THEN m.search END AS matched,
-           length(m.search) AS length,
+           m.search_length AS length,
            m.source_conversation_id AS conversation, m.source_message_id AS message,
            coalesce(m.happened_at, m.created_at) AS happened_at
     FROM memory_memory m, q
     WHERE m.user_id = %(user_id)s
       AND (m.pinned OR m.expires_at IS NULL OR m.expires_at > now())
 ),
+matched AS MATERIALIZED (
+    -- The person's rows sharing a word with the message (memory_user_search), with their
+    -- text; the same tsquery as q.t, written out so that the index can use it.
+    SELECT m.id, m.search
+    FROM memory_memory m
+    WHERE m.user_id = %(user_id)s::bigint
+      AND m.search @@ regexp_replace(plainto_tsquery('english', %(text)s)::text,
+                                     ' (&|<->|<[0-9]+>) ', ' | ', 'g')::tsquery
+),
 corpus AS (
     SELECT count(*)::float8 AS n, greatest(avg(length), 1)::float8 AS average FROM live
 ),
 postings AS (
     SELECT l.id, l.length, p.lexeme, coalesce(cardinality(p.positions), 1) AS tf
-    FROM live l CROSS JOIN LATERAL unnest(l.matched) p, q
-    WHERE l.matched IS NOT NULL AND p.lexeme = ANY(q.terms)
+    FROM matched x JOIN live l USING (id) CROSS JOIN LATERAL unnest(x.search) p, q
+    WHERE p.lexeme = ANY(q.terms)
 ),
 frequency AS (
     SELECT lexeme, count(*)::float8 AS df FROM postings GROUP BY lexeme
@@ -995,6 +1004,12 @@ def _run_recall(parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
     # Django turns psycopg's automatic preparing off for the whole connection (poolers); its
     # own cursors bind on the client and never prepare, so this changes nothing for them.
     if raw.prepare_threshold is None:
+        # The generic plan always: left to choose, PostgreSQL kept planning recall anew on
+        # every call on a connection that had served people with few memories (their custom
+        # plans look cheaper than the generic one), ~1-2 ms a reply. Only this statement is
+        # prepared on the connection, so the setting concerns nothing else.
+        with connection.wrap_database_errors:
+            raw.execute("SET plan_cache_mode = force_generic_plan")
         raw.prepare_threshold = 1_000_000
     with connection.wrap_database_errors, psycopg.RawCursor(raw) as cursor:
         values = [parameters[name] for name in RECALL_PARAMETERS]

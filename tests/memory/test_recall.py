@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from django.db import connection
 
 from config import llm
 from memory import when
@@ -217,3 +218,26 @@ def test_facts_learned_from_the_same_turn_let_recall_find_a_memory_by_their_word
     update_memory(user=user, memory_id=memory.pk, content="I got the keys yesterday.")
     assert Memory.objects.get(pk=memory.pk).recall_keys == ""
     assert other.pk not in [i.id for i in recalled.considered if i.text_position is not None]
+
+
+def test_a_memory_with_more_words_than_an_index_entry_holds_is_kept_and_found_by_them(
+    user: Any, other_user: Any, settings: Any
+) -> None:
+    # Recall's covering index holds fixed-size columns only; the text (here ~60 kB of recall
+    # keys, far over btree's ~2.7 kB an entry) is reached through the GIN index instead.
+    settings.MEMORY_MIN_SIMILARITY = -1.0
+    rng = np.random.default_rng(17)
+    keys = "\n".join(f"I visited place{i:05d} with zanzibarian friends." for i in range(1500))
+    memory = _store(user, ["I travel a lot."], _unit(rng, 1), recall_keys=keys)[0]
+    _store(user, ["I like tea."], _unit(rng, 1))
+    _store(other_user, ["zanzibarian friends place00042"], _unit(rng, 1))
+
+    recalled = recall(user=user, query="Who were my zanzibarian friends at place00042?", limit=2)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT search_length, length(search) FROM memory_memory WHERE id = %s", [memory.pk]
+        )
+        stored, computed = cursor.fetchone()
+    assert stored == computed > 1500
+    assert [i.id for i in recalled.considered if i.text_position is not None] == [memory.pk]
