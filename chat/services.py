@@ -7,9 +7,11 @@ outside any database transaction and saved with its final status (complete, stop
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import logging
+import os
 import re
 import threading
 import time
@@ -23,7 +25,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connections, transaction
-from django.db.models import Sum
+from django.db.models import Subquery, Sum
 from django.utils import timezone
 
 from accounts.services import user_cache_prefix
@@ -578,6 +580,62 @@ def _claim(user: Any, message_id: int) -> Message:
     return reply
 
 
+# --- Embedding the message while the database works ---
+
+# Embeddings started ahead of the stream's preparation, by (user id, text). The message's
+# vector (for the memory-command check and recall) took about 60 % of the time before the
+# model is asked, after the database reads and writes that do not need it; started as soon
+# as the text is known, it runs in a thread of its own (onnxruntime lets go of the GIL) while
+# the request claims the reply and reads the conversation. Bounded: an entry whose stream
+# never starts is pushed out by newer ones.
+_EARLY_LIMIT = 256
+_early: dict[tuple[int, str], concurrent.futures.Future[list[float]]] = {}
+_early_lock = threading.Lock()
+_embedder: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _embedding_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _embedder
+    if _embedder is None:
+        with _early_lock:
+            if _embedder is None:
+                # One thread a core: more would only share the cores with each other.
+                _embedder = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=os.cpu_count() or 1, thread_name_prefix="chat-embed"
+                )
+    return _embedder
+
+
+def embed_early(*, user_id: int, text: str) -> None:
+    """Start embedding `text` (a message of `user_id` about to be answered) in the
+    background; `_message_embedding` picks the result up. A no-op if already started."""
+    key = (user_id, text)
+    executor = _embedding_executor()
+    with _early_lock:
+        if key in _early:
+            return
+        _early[key] = executor.submit(memory_embeddings.embed_one, text)
+        while len(_early) > _EARLY_LIMIT:
+            _early.pop(next(iter(_early))).cancel()
+
+
+def _drop_early(user_id: int, text: str) -> None:
+    with _early_lock:
+        future = _early.pop((user_id, text), None)
+    if future is not None:
+        future.cancel()
+
+
+def _message_embedding(user_id: int, text: str) -> list[float]:
+    """The vector of `text`: the one `embed_early` started, else computed here. One still
+    queued behind others' is taken back and computed here too, not waited for."""
+    with _early_lock:
+        future = _early.pop((user_id, text), None)
+    if future is not None and not future.cancel():
+        return future.result()
+    return memory_embeddings.embed_one(text)
+
+
 @dataclass
 class _Start:
     """What a stream needs before the model is asked, prepared in one worker-thread trip."""
@@ -589,25 +647,52 @@ class _Start:
     error: Exception | None = None  # raised while preparing, after the claim
 
 
+def _earlier_for(*, user: Any, message_id: int) -> list[dict[str, Any]]:
+    """`_earlier_messages` of the reply `message_id` (none if it is not the user's), read
+    without the reply itself: one query, before the claim."""
+    reply = Message.objects.for_user(user).filter(pk=message_id)
+    rows: Any = (
+        Message.objects.for_user(user)
+        .filter(
+            conversation_id=Subquery(reply.values("conversation_id")[:1]),
+            created_at__lt=Subquery(reply.values("created_at")[:1]),
+        )
+        .exclude(role=Message.Role.ASSISTANT, content="")
+        .order_by("-created_at", "-id")
+        .values("pk", "role", "content", "endpoint")[:200]
+    )
+    return list(rows)
+
+
 def _start(user: Any, message_id: int) -> _Start:
     """Claim the reply, then prepare it: embed the message once (for the memory-command check
     and recall), recall, assemble the prompt. One trip to a worker thread instead of three;
     each trip queues behind the others' under hundreds of streams (bench/chat.py).
+
+    The conversation is read first, so that the message's embedding runs while the reply is
+    claimed (`embed_early`, unless the request started it already).
 
     Raises what the claim raises; what preparing raises is returned, so that the stream
     saves the claimed reply whatever happens. When the model is to be asked, the database
     connection goes back to the pool here: a stream can last a minute, and holding a
     connection for it would cap concurrent streams at the pool size.
     """
-    start = _Start(_claim(user, message_id))
+    earlier = _earlier_for(user=user, message_id=message_id)
+    asked = earlier[0] if earlier and earlier[0]["role"] == Message.Role.USER else None
+    if asked is not None:
+        embed_early(user_id=user.pk, text=asked["content"])
+    try:
+        start = _Start(_claim(user, message_id))
+    except BaseException:
+        if asked is not None:
+            _drop_early(user.pk, asked["content"])
+        raise
     reply = start.reply
     try:
-        earlier = _earlier_messages(user=user, reply=reply)
-        asked = earlier[0] if earlier and earlier[0]["role"] == Message.Role.USER else None
         if asked is None:
             raise NotRetryable("There is no message to reply to.")
         start.asked_id = asked["pk"]
-        embedding = memory_embeddings.embed_one(asked["content"])
+        embedding = _message_embedding(user.pk, asked["content"])
         start.command = commands.answer(
             user=user,
             text=asked["content"],

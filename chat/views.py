@@ -12,6 +12,7 @@ from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import get_user
 from django.contrib.auth.decorators import login_required
+from django.db.models import OuterRef, Subquery
 from django.http import (
     Http404,
     HttpRequest,
@@ -262,13 +263,37 @@ def streaming_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
 
 
 def _stream_check(request: HttpRequest, message_id: int) -> tuple[Any, str | None]:
-    """The signed-in user (or None) and the status of their message (or None if not theirs)."""
+    """The signed-in user (or None) and the status of their message (or None if not theirs).
+
+    With it, the text of the message the pending reply answers: its embedding starts here
+    (`services.embed_early`) and runs while the stream starts and claims the reply.
+    """
     user = request.user = get_user(request)  # the user itself, not a lazy wrapper
     if not user.is_authenticated:
         return None, None
-    status = (
-        Message.objects.for_user(user).filter(pk=message_id).values_list("status", flat=True)
+    asked = (
+        Message.objects.for_user(user)
+        .filter(
+            conversation_id=OuterRef("conversation_id"),
+            created_at__lt=OuterRef("created_at"),
+        )
+        .exclude(role=Message.Role.ASSISTANT, content="")
+        .order_by("-created_at", "-id")
+    )
+    row = (
+        Message.objects.for_user(user)
+        .filter(pk=message_id)
+        .annotate(
+            asked_role=Subquery(asked.values("role")[:1]),
+            asked_text=Subquery(asked.values("content")[:1]),
+        )
+        .values_list("status", "asked_role", "asked_text")
     ).first()
+    if row is None:
+        return user, None
+    status, asked_role, asked_text = row
+    if status == Message.Status.PENDING and asked_role == Message.Role.USER and asked_text:
+        services.embed_early(user_id=user.pk, text=asked_text)
     return user, status
 
 
