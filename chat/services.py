@@ -25,7 +25,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connections, transaction
-from django.db.models import Subquery, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.services import user_cache_prefix
@@ -619,13 +619,6 @@ def embed_early(*, user_id: int, text: str) -> None:
             _early.pop(next(iter(_early))).cancel()
 
 
-def _drop_early(user_id: int, text: str) -> None:
-    with _early_lock:
-        future = _early.pop((user_id, text), None)
-    if future is not None:
-        future.cancel()
-
-
 def _message_embedding(user_id: int, text: str) -> list[float]:
     """The vector of `text`: the one `embed_early` started, else computed here. One still
     queued behind others' is taken back and computed here too, not waited for."""
@@ -647,48 +640,24 @@ class _Start:
     error: Exception | None = None  # raised while preparing, after the claim
 
 
-def _earlier_for(*, user: Any, message_id: int) -> list[dict[str, Any]]:
-    """`_earlier_messages` of the reply `message_id` (none if it is not the user's), read
-    without the reply itself: one query, before the claim."""
-    reply = Message.objects.for_user(user).filter(pk=message_id)
-    rows: Any = (
-        Message.objects.for_user(user)
-        .filter(
-            conversation_id=Subquery(reply.values("conversation_id")[:1]),
-            created_at__lt=Subquery(reply.values("created_at")[:1]),
-        )
-        .exclude(role=Message.Role.ASSISTANT, content="")
-        .order_by("-created_at", "-id")
-        .values("pk", "role", "content", "endpoint")[:200]
-    )
-    return list(rows)
-
-
 def _start(user: Any, message_id: int) -> _Start:
     """Claim the reply, then prepare it: embed the message once (for the memory-command check
     and recall), recall, assemble the prompt. One trip to a worker thread instead of three;
     each trip queues behind the others' under hundreds of streams (bench/chat.py).
 
-    The conversation is read first, so that the message's embedding runs while the reply is
-    claimed (`embed_early`, unless the request started it already).
+    The message's embedding is the one the request started (`embed_early`), if it did: it
+    ran while the reply was claimed and the conversation read.
 
     Raises what the claim raises; what preparing raises is returned, so that the stream
     saves the claimed reply whatever happens. When the model is to be asked, the database
     connection goes back to the pool here: a stream can last a minute, and holding a
     connection for it would cap concurrent streams at the pool size.
     """
-    earlier = _earlier_for(user=user, message_id=message_id)
-    asked = earlier[0] if earlier and earlier[0]["role"] == Message.Role.USER else None
-    if asked is not None:
-        embed_early(user_id=user.pk, text=asked["content"])
-    try:
-        start = _Start(_claim(user, message_id))
-    except BaseException:
-        if asked is not None:
-            _drop_early(user.pk, asked["content"])
-        raise
+    start = _Start(_claim(user, message_id))
     reply = start.reply
     try:
+        earlier = _earlier_messages(user=user, reply=reply)
+        asked = earlier[0] if earlier and earlier[0]["role"] == Message.Role.USER else None
         if asked is None:
             raise NotRetryable("There is no message to reply to.")
         start.asked_id = asked["pk"]
