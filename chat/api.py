@@ -211,12 +211,13 @@ class MessageStreamApi(APIView):
     def post(self, request: Request, conversation_id: int) -> StreamingHttpResponse:
         data = MessageInput(data=request.data)
         data.is_valid(raise_exception=True)
-        _message, reply = services.send_message(
+        message, reply = services.send_message(
             user=request.user,
             conversation_id=conversation_id,
             content=data.validated_data["content"],
         )
         user: Any = request.user
+        services.embed_early(user_id=user.pk, text=message.content)
         return streaming_response(
             reply_stream_events(user=user, message_id=reply.pk, render_html=False)
         )

@@ -7,9 +7,11 @@ outside any database transaction and saved with its final status (complete, stop
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import logging
+import os
 import re
 import threading
 import time
@@ -578,6 +580,55 @@ def _claim(user: Any, message_id: int) -> Message:
     return reply
 
 
+# --- Embedding the message while the database works ---
+
+# Embeddings started ahead of the stream's preparation, by (user id, text). The message's
+# vector (for the memory-command check and recall) took about 60 % of the time before the
+# model is asked, after the database reads and writes that do not need it; started as soon
+# as the text is known, it runs in a thread of its own (onnxruntime lets go of the GIL) while
+# the request claims the reply and reads the conversation. Bounded: an entry whose stream
+# never starts is pushed out by newer ones.
+_EARLY_LIMIT = 256
+_early: dict[tuple[int, str], concurrent.futures.Future[list[float]]] = {}
+_early_lock = threading.Lock()
+_embedder: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _embedding_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _embedder
+    if _embedder is None:
+        with _early_lock:
+            if _embedder is None:
+                # One thread a core: more would only share the cores with each other.
+                _embedder = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=os.cpu_count() or 1, thread_name_prefix="chat-embed"
+                )
+    return _embedder
+
+
+def embed_early(*, user_id: int, text: str) -> None:
+    """Start embedding `text` (a message of `user_id` about to be answered) in the
+    background; `_message_embedding` picks the result up. A no-op if already started."""
+    key = (user_id, text)
+    executor = _embedding_executor()
+    with _early_lock:
+        if key in _early:
+            return
+        _early[key] = executor.submit(memory_embeddings.embed_one, text)
+        while len(_early) > _EARLY_LIMIT:
+            _early.pop(next(iter(_early))).cancel()
+
+
+def _message_embedding(user_id: int, text: str) -> list[float]:
+    """The vector of `text`: the one `embed_early` started, else computed here. One still
+    queued behind others' is taken back and computed here too, not waited for."""
+    with _early_lock:
+        future = _early.pop((user_id, text), None)
+    if future is not None and not future.cancel():
+        return future.result()
+    return memory_embeddings.embed_one(text)
+
+
 @dataclass
 class _Start:
     """What a stream needs before the model is asked, prepared in one worker-thread trip."""
@@ -594,6 +645,9 @@ def _start(user: Any, message_id: int) -> _Start:
     and recall), recall, assemble the prompt. One trip to a worker thread instead of three;
     each trip queues behind the others' under hundreds of streams (bench/chat.py).
 
+    The message's embedding is the one the request started (`embed_early`), if it did: it
+    ran while the reply was claimed and the conversation read.
+
     Raises what the claim raises; what preparing raises is returned, so that the stream
     saves the claimed reply whatever happens. When the model is to be asked, the database
     connection goes back to the pool here: a stream can last a minute, and holding a
@@ -607,7 +661,7 @@ def _start(user: Any, message_id: int) -> _Start:
         if asked is None:
             raise NotRetryable("There is no message to reply to.")
         start.asked_id = asked["pk"]
-        embedding = memory_embeddings.embed_one(asked["content"])
+        embedding = _message_embedding(user.pk, asked["content"])
         start.command = commands.answer(
             user=user,
             text=asked["content"],

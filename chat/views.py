@@ -12,6 +12,7 @@ from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import get_user
 from django.contrib.auth.decorators import login_required
+from django.db import connection
 from django.http import (
     Http404,
     HttpRequest,
@@ -261,14 +262,44 @@ def streaming_response(events: AsyncIterator[str]) -> StreamingHttpResponse:
     return response
 
 
+# The status of the user's message and the newest non-empty message before it in its
+# conversation (the one a pending reply answers, if the person's), in one query scoped to the
+# user on both sides. Plain SQL: built by the ORM, the subquery cost about 1.5 ms of CPU.
+_STREAM_CHECK_SQL = """
+SELECT m.status, asked.role, asked.content
+FROM {table} m
+LEFT JOIN LATERAL (
+    SELECT e.role, e.content FROM {table} e
+    WHERE e.user_id = m.user_id AND e.conversation_id = m.conversation_id
+      AND e.created_at < m.created_at AND NOT (e.role = %s AND e.content = '')
+    ORDER BY e.created_at DESC, e.id DESC
+    LIMIT 1
+) asked ON true
+WHERE m.id = %s AND m.user_id = %s
+"""
+
+
 def _stream_check(request: HttpRequest, message_id: int) -> tuple[Any, str | None]:
-    """The signed-in user (or None) and the status of their message (or None if not theirs)."""
+    """The signed-in user (or None) and the status of their message (or None if not theirs).
+
+    With it, the text of the message the pending reply answers: its embedding starts here
+    (`services.embed_early`) and runs while the stream starts, claims the reply and reads
+    the conversation.
+    """
     user = request.user = get_user(request)  # the user itself, not a lazy wrapper
     if not user.is_authenticated:
         return None, None
-    status = (
-        Message.objects.for_user(user).filter(pk=message_id).values_list("status", flat=True)
-    ).first()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _STREAM_CHECK_SQL.format(table=connection.ops.quote_name(Message._meta.db_table)),
+            [Message.Role.ASSISTANT, message_id, user.pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return user, None
+    status, asked_role, asked_text = row
+    if status == Message.Status.PENDING and asked_role == Message.Role.USER and asked_text:
+        services.embed_early(user_id=user.pk, text=asked_text)
     return user, status
 
 

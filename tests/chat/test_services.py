@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import connection
@@ -472,6 +473,57 @@ def test_another_users_reply_cannot_be_streamed(
     reply.refresh_from_db()
     assert reply.status == Message.Status.PENDING
     assert fake_llm.chat_requests == []
+
+
+def test_an_embedding_started_early_is_the_messages_own_and_taken_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from memory import embeddings
+
+    monkeypatch.setattr(services, "_early", {})
+
+    text = "What should I cook tonight?"
+    services.embed_early(user_id=1, text=text)
+    services.embed_early(user_id=1, text=text)  # already started: not a second one
+
+    assert list(services._early) == [(1, text)]
+    vector = services._message_embedding(1, text)
+    assert np.allclose(vector, embeddings.embed_one(text), atol=1e-6)
+    assert services._early == {}
+    # Nothing started: computed on the spot, the same vector.
+    assert np.allclose(services._message_embedding(2, text), vector, atol=1e-6)
+
+
+def test_embeddings_started_early_and_never_used_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(services, "_early", {})
+    monkeypatch.setattr(services, "_EARLY_LIMIT", 3)
+    for index in range(6):
+        services.embed_early(user_id=index, text=f"message {index}")
+
+    assert [key[0] for key in services._early] == [3, 4, 5]
+    for index in (3, 4, 5):
+        services._message_embedding(index, f"message {index}")
+    assert services._early == {}
+
+
+@stream_db
+def test_another_users_reply_leaves_no_embedding_started(
+    user: Any, other_user: Any, fake_llm: FakeLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(services, "_early", {})
+    conversation = _conversation(user)
+    services.send_message(user=user, conversation_id=conversation.pk, content="Mine")
+    theirs = _conversation(other_user)
+    _, reply = services.send_message(user=other_user, conversation_id=theirs.pk, content="Hi")
+
+    with pytest.raises(Message.DoesNotExist):
+        _stream(user, reply.pk)
+
+    # Their message is not read for this user, so nothing of theirs (or of this user's own
+    # conversation) was embedded on their reply's behalf.
+    assert services._early == {}
 
 
 # --- Retrying ---

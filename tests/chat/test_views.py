@@ -201,6 +201,33 @@ def test_reply_streams_over_sse_from_the_asgi_server(
     assert fake_llm.chat_requests[-1]["max_tokens"] > 0
 
 
+@pytest.mark.django_db
+def test_the_stream_check_starts_embedding_only_the_users_own_pending_message(
+    user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.test import RequestFactory
+
+    from chat import views
+
+    monkeypatch.setattr(services, "_early", {})
+    conversation = services.start_conversation(user=user)
+    _, reply = services.send_message(user=user, conversation_id=conversation.pk, content="Hello")
+    other = UserFactory()
+    theirs = services.start_conversation(user=other)
+    _, their_reply = services.send_message(user=other, conversation_id=theirs.pk, content="Mine")
+    client = Client()
+    client.force_login(user)
+    request = RequestFactory().post(f"/chat/m/{reply.pk}/stream")
+    request.session = client.session
+
+    assert views._stream_check(request, their_reply.pk) == (user, None)
+    assert services._early == {}
+    assert views._stream_check(request, reply.pk) == (user, Message.Status.PENDING)
+    assert list(services._early) == [(user.pk, "Hello")]
+    services._message_embedding(user.pk, "Hello")
+    assert services._early == {}
+
+
 def test_stream_refuses_another_users_message(asgi_server: AsgiServer, user: Any) -> None:
     other = UserFactory()
     conversation = services.start_conversation(user=other)
