@@ -15,7 +15,7 @@ import psycopg
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from config import llm
@@ -258,55 +258,77 @@ def forget(
         memory.delete()
 
 
-# Characters a PostgreSQL regular expression may read as an operator.
-_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
+def _saying(field: str, content: str, gone: list[str]) -> Q:
+    """SQL prefilter for rows whose `field` may say `content` (privacy.says decides): it
+    holds one of the `gone` sentences, or every telling word of the content."""
+    words = privacy.telling_words(content)
+    if words:
+        every = Q()
+        for word in sorted(words):
+            every &= Q(**{f"{field}__icontains": word})
+    else:
+        every = Q(**{f"{field}__icontains": " ".join(content.split())})
+    for sentence in gone:
+        every |= Q(**{f"{field}__contains": sentence})
+    return every
 
 
 def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, content: str) -> int:
-    """Take a forgotten memory's (or rejected item's) sentences out of the quotes of the
-    person's other memories and pending items learned from the same message.
+    """Take a forgotten memory's (or rejected item's) words out of everything else derived
+    from what the person said: the quotes of their other memories and pending items, from
+    any message (a fact said again later is quoted there too), and their conversation
+    summaries (and a summary's copy of the conversation title).
 
-    A quote holds only the sentences that support its own memory (`privacy.quote`), but one
-    sentence may say two things, and quotes written before that hold the whole message: the
-    sentences of `excerpt` that say `content` go from every such quote. One statement over
-    both tables, scoped to the person and the message; returns the rows changed. Call it in
-    the transaction that deletes the memory or item.
+    Cut are the sentences of `excerpt` that say `content` (literally, wherever they are) and
+    every sentence that says `content` in other words (`privacy.says`: all its telling
+    words). A memory whose own text says the same thing keeps its quote: it is another
+    memory of the fact, which the person sees and may forget too. A summary left empty goes;
+    one that changed is embedded again, so its vector no longer finds the forgotten words.
+    The person's own messages keep their words. Every query is scoped to the person; call it
+    in the transaction that deletes the memory or item. Returns the rows changed.
+    `source_message_id` is kept for callers; the scope is the person, not the message.
     """
-    if source_message_id is None or not excerpt:
+    del source_message_id
+    content = " ".join(content.split())
+    if not content and not excerpt:
         return 0
-    gone = sorted(set(privacy.supporting_sentences(excerpt, content)))
-    if not gone:
-        return 0
-    # Each sentence literally (ASCII punctuation quoted), any of them, as one pattern.
-    pattern = "|".join(_PUNCTUATION.sub(r"\\\g<0>", sentence) for sentence in gone)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH memories AS (
-                UPDATE memory_memory
-                SET source_excerpt = btrim(regexp_replace(
-                    regexp_replace(source_excerpt, %(pattern)s, '', 'g'),
-                    '[[:space:]]{2,}', ' ', 'g'))
-                WHERE user_id = %(user_id)s AND source_message_id = %(message_id)s
-                  AND EXISTS (SELECT 1 FROM unnest(%(gone)s::text[]) g
-                              WHERE strpos(source_excerpt, g) > 0)
-                RETURNING 1
-            ), pending AS (
-                UPDATE memory_pendingmemory
-                SET source_excerpt = btrim(regexp_replace(
-                    regexp_replace(source_excerpt, %(pattern)s, '', 'g'),
-                    '[[:space:]]{2,}', ' ', 'g'))
-                WHERE user_id = %(user_id)s AND source_message_id = %(message_id)s
-                  AND EXISTS (SELECT 1 FROM unnest(%(gone)s::text[]) g
-                              WHERE strpos(source_excerpt, g) > 0)
-                RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM memories) + (SELECT count(*) FROM pending)
-            """,
-            {"pattern": pattern, "gone": gone, "user_id": user_id, "message_id": source_message_id},
+    gone = sorted(set(privacy.supporting_sentences(excerpt, content))) if excerpt else []
+    if not content:
+        content = " ".join(gone)
+    changed = 0
+    from memory.models import PendingMemory
+
+    for model in (Memory, PendingMemory):
+        rows = (
+            model.objects.filter(user_id=user_id)
+            .exclude(source_excerpt="")
+            .filter(_saying("source_excerpt", content, gone))
+            .values_list("pk", "content", "source_excerpt")
         )
-        row = cursor.fetchone()
-    return int(row[0]) if row else 0
+        for pk, own, quoted in rows:
+            if model is Memory and privacy.says(own, content):
+                continue  # another memory of the same fact: the person's to forget
+            cut = privacy.without_statement(quoted, content, gone)
+            if cut != quoted:
+                model.objects.filter(user_id=user_id, pk=pk).update(source_excerpt=cut)
+                changed += 1
+    summaries = ConversationSummary.objects.filter(user_id=user_id).filter(
+        _saying("content", content, gone) | _saying("conversation_title", content, gone)
+    )
+    for summary in summaries:
+        text = privacy.without_statement(summary.content, content, gone)
+        title = privacy.without_statement(summary.conversation_title, content, gone)
+        if not text.strip():
+            ConversationSummary.objects.filter(user_id=user_id, pk=summary.pk).delete()
+        elif (text, title) != (summary.content, summary.conversation_title):
+            update: dict[str, Any] = {"conversation_title": title[:120]}
+            if text != summary.content:
+                update |= {"content": text, "embedding": embeddings.embed_one(text)}
+            ConversationSummary.objects.filter(user_id=user_id, pk=summary.pk).update(**update)
+        else:
+            continue
+        changed += 1
+    return changed
 
 
 def forget_all(*, user: Any) -> int:
