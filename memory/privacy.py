@@ -612,20 +612,17 @@ def says(sentence: str, content: str) -> bool:
 
 def without_statement(text: str, content: str, gone: Iterable[str] = ()) -> str:
     """`text` without the sentences that say `content` or hold one of the `gone` sentences
-    literally (the forgotten memory's own quote); the rest joined by single spaces, or `text`
-    itself when nothing goes."""
-    original = text
-    for sentence in gone:
-        if sentence:
-            text = text.replace(sentence, " ")
+    (the forgotten memory's own quote): a whole sentence goes, never part of one. The rest is
+    joined by single spaces, or `text` itself is returned when nothing goes."""
+    gone = [" ".join(g.split()) for g in gone if g.strip()]
     kept = []
     for start, end in sentences(text):
         sentence = " ".join(text[start:end].split())
-        if sentence and not says(sentence, content):
+        if sentence and not says(sentence, content) and not any(g in sentence for g in gone):
             kept.append(sentence)
     cut = " ".join(kept)
     # Unchanged text stays as it was (no whitespace rewritten).
-    return original if text == original and cut == " ".join(original.split()) else cut
+    return text if cut == " ".join(text.split()) else cut
 
 
 def telling_words(text: str) -> set[str]:

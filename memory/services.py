@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -277,14 +278,17 @@ def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, conten
     """Take a forgotten memory's (or rejected item's) words out of everything else derived
     from what the person said: the quotes of their other memories and pending items, from
     any message (a fact said again later is quoted there too), and their conversation
-    summaries (and a summary's copy of the conversation title).
+    summaries (and a summary's copy of the conversation title), and the titles of their
+    conversations.
 
     Cut are the sentences of `excerpt` that say `content` (literally, wherever they are) and
     every sentence that says `content` in other words (`privacy.says`: all its telling
     words). A memory whose own text says the same thing keeps its quote: it is another
     memory of the fact, which the person sees and may forget too. A summary left empty goes;
-    one that changed is embedded again, so its vector no longer finds the forgotten words.
-    The person's own messages keep their words. Every query is scoped to the person; call it
+    one that changed is embedded again, so its vector no longer finds the forgotten words
+    (one left empty stays as an empty row, so the rolling summary never re-reads them).
+    The person's own messages keep their words (their chat history is theirs until they
+    delete it). Every query is scoped to the person; call it
     in the transaction that deletes the memory or item. Returns the rows changed.
     `source_message_id` is kept for callers; the scope is the person, not the message.
     """
@@ -312,21 +316,30 @@ def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, conten
             if cut != quoted:
                 model.objects.filter(user_id=user_id, pk=pk).update(source_excerpt=cut)
                 changed += 1
+    # A conversation title is written by the model from the first message (or by the
+    # person): one that says the forgotten fact is cleared (shown as "New chat"). The chat
+    # app's model by name: memory does not import the chat app.
+    conversations = apps.get_model("chat", "Conversation").objects.filter(user_id=user_id)
+    for pk, title in conversations.filter(_saying("title", content, gone)).values_list(
+        "pk", "title"
+    ):
+        if privacy.without_statement(title, content, gone) != title:
+            changed += conversations.filter(pk=pk).update(title="")
     summaries = ConversationSummary.objects.filter(user_id=user_id).filter(
         _saying("content", content, gone) | _saying("conversation_title", content, gone)
     )
     for summary in summaries:
         text = privacy.without_statement(summary.content, content, gone)
         title = privacy.without_statement(summary.conversation_title, content, gone)
-        if not text.strip():
-            ConversationSummary.objects.filter(user_id=user_id, pk=summary.pk).delete()
-        elif (text, title) != (summary.content, summary.conversation_title):
-            update: dict[str, Any] = {"conversation_title": title[:120]}
-            if text != summary.content:
-                update |= {"content": text, "embedding": embeddings.embed_one(text)}
-            ConversationSummary.objects.filter(user_id=user_id, pk=summary.pk).update(**update)
-        else:
+        if (text, title) == (summary.content, summary.conversation_title):
             continue
+        update: dict[str, Any] = {"conversation_title": title[:120]}
+        if text != summary.content:
+            # A summary with nothing left keeps only its place in the conversation (it is
+            # never recalled, listed or exported): the next summary starts after it, and
+            # so never reads the forgotten words from the transcript again.
+            update |= {"content": text, "embedding": embeddings.embed_one(text or title or "-")}
+        ConversationSummary.objects.filter(user_id=user_id, pk=summary.pk).update(**update)
         changed += 1
     return changed
 
@@ -902,6 +915,7 @@ summaries AS (
     SELECT s.id, s.content, s.updated_at, s.tokens, 1 - (s.embedding <=> q.v) AS similarity
     FROM memory_conversationsummary s, q
     WHERE s.user_id = %(user_id)s AND s.conversation_id <> %(exclude_conversation)s
+      AND s.content <> ''
     ORDER BY s.embedding <=> q.v, s.id
     LIMIT 3
 )
