@@ -748,7 +748,12 @@ def test_the_chat_page_asks_again_after_a_reload_under_the_reply_and_yes_works(
     # One item already answered in the streamed notice: it is not asked again.
     review.reject(user=user, pending_id=PendingMemory.objects.get(content="I work as a nurse.").pk)
     lisbon, miso = PendingMemory.objects.filter(source_message_id=said.pk).order_by("id")
-    reply = Message.objects.get(conversation=conversation, role="assistant", created_at__gt=said.created_at, created_at__lt=answered.created_at)  # fmt: skip
+    reply = Message.objects.get(
+        conversation=conversation,
+        role="assistant",
+        created_at__gt=said.created_at,
+        created_at__lt=answered.created_at,
+    )
 
     page = user_client.get(reverse("chat:conversation", args=[conversation.pk]))
 
@@ -804,6 +809,8 @@ def test_the_api_export_holds_pending_items_and_each_memorys_pinned_and_local_on
     (pending,) = data["pending_memories"]
     assert (pending["status"], pending["content"]) == ("pending", "I live in Lisbon.")
     assert pending["source"]["message_id"] == said.pk
-    flags = {m["id"]: (m["pinned"], m["local_only_setting"], m["local_only"]) for m in data["memories"]}  # fmt: skip
+    flags = {
+        m["id"]: (m["pinned"], m["local_only_setting"], m["local_only"]) for m in data["memories"]
+    }
     assert flags == {kept.pk: (True, True, True), loose.pk: (False, None, False)}
     assert data["profile"]["ask_before_remembering"] is True
