@@ -283,10 +283,12 @@ def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, conten
 
     Cut are the sentences of `excerpt` that say `content` (literally, wherever they are) and
     every sentence that says `content` in other words (`privacy.says`: all its telling
-    words). A memory whose own text says the same thing keeps its quote: it is another
-    memory of the fact, which the person sees and may forget too. A summary left empty goes;
-    one that changed is embedded again, so its vector no longer finds the forgotten words
-    (one left empty stays as an empty row, so the rolling summary never re-reads them).
+    words). A memory or pending item whose own text says the same thing keeps its quote: it
+    is another memory of the fact (or a proposal of it, or its contradiction: "I am no longer
+    allergic to …"), which the person sees and may forget or reject too. A summary that
+    changed is embedded again, so its vector no longer finds the forgotten words; one left
+    empty stays as an empty row (never recalled, listed or exported), so the rolling summary
+    starts after it and never reads them from the transcript again.
     The person's own messages keep their words (their chat history is theirs until they
     delete it). Every query is scoped to the person; call it
     in the transaction that deletes the memory or item. Returns the rows changed.
@@ -310,8 +312,8 @@ def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, conten
             .values_list("pk", "content", "source_excerpt")
         )
         for pk, own, quoted in rows:
-            if model is Memory and privacy.says(own, content):
-                continue  # another memory of the same fact: the person's to forget
+            if privacy.says(own, content):
+                continue  # another memory (or proposal) of the fact: the person's to answer
             cut = privacy.without_statement(quoted, content, gone)
             if cut != quoted:
                 model.objects.filter(user_id=user_id, pk=pk).update(source_excerpt=cut)
