@@ -327,21 +327,23 @@ def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, conten
     ):
         if privacy.without_statement(title, content, gone) != title:
             changed += conversations.filter(pk=pk).update(title="")
-    summaries = ConversationSummary.objects.filter(user_id=user_id).filter(
-        _saying("content", content, gone) | _saying("conversation_title", content, gone)
+    summaries = (
+        ConversationSummary.objects.filter(user_id=user_id)
+        .filter(_saying("content", content, gone) | _saying("conversation_title", content, gone))
+        .values_list("pk", "content", "conversation_title")
     )
-    for summary in summaries:
-        text = privacy.without_statement(summary.content, content, gone)
-        title = privacy.without_statement(summary.conversation_title, content, gone)
-        if (text, title) == (summary.content, summary.conversation_title):
+    for summary_id, said, named in summaries:
+        text = privacy.without_statement(said, content, gone)
+        title = privacy.without_statement(named, content, gone)
+        if (text, title) == (said, named):
             continue
         update: dict[str, Any] = {"conversation_title": title[:120]}
-        if text != summary.content:
+        if text != said:
             # A summary with nothing left keeps only its place in the conversation (it is
             # never recalled, listed or exported): the next summary starts after it, and
             # so never reads the forgotten words from the transcript again.
             update |= {"content": text, "embedding": embeddings.embed_one(text or title or "-")}
-        ConversationSummary.objects.filter(user_id=user_id, pk=summary.pk).update(**update)
+        ConversationSummary.objects.filter(user_id=user_id, pk=summary_id).update(**update)
         changed += 1
     return changed
 
