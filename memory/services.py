@@ -16,7 +16,7 @@ from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from config import llm
@@ -259,19 +259,44 @@ def forget(
         memory.delete()
 
 
-def _saying(field: str, content: str, gone: list[str]) -> Q:
-    """SQL prefilter for rows whose `field` may say `content` (privacy.says decides): it
-    holds one of the `gone` sentences, or every telling word of the content."""
-    words = privacy.telling_words(content)
-    if words:
-        every = Q()
-        for word in sorted(words):
-            every &= Q(**{f"{field}__icontains": word})
-    else:
-        every = Q(**{f"{field}__icontains": " ".join(content.split())})
-    for sentence in gone:
-        every |= Q(**{f"{field}__contains": sentence})
-    return every
+def _like(text: str) -> str:
+    """`%text%` for LIKE, with LIKE's own characters escaped."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+# The rows of the person that may say a forgotten fact (privacy.says decides): texts that
+# hold one of the forgotten sentences, or every telling word of it. One round trip over the
+# four places; table names from model metadata, values as parameters.
+_SAYING = "(({column} ILIKE ALL(%(words)s)) OR ({column} LIKE ANY(%(sentences)s)))"
+
+
+def _saying_sql() -> str:
+    from memory.models import PendingMemory
+
+    tables = {
+        "memory": Memory._meta.db_table,
+        "pending": PendingMemory._meta.db_table,
+        "conversation": apps.get_model("chat", "Conversation")._meta.db_table,
+        "summary": ConversationSummary._meta.db_table,
+    }
+    quote = connection.ops.quote_name
+    parts = [
+        f"SELECT '{place}', id, content, source_excerpt, '' FROM {quote(tables[place])} "  # noqa: S608
+        f"WHERE user_id = %(user_id)s AND source_excerpt <> '' "
+        f"AND {_SAYING.format(column='source_excerpt')}"
+        for place in ("memory", "pending")
+    ]
+    parts.append(
+        f"SELECT 'conversation', id, '', title, '' FROM {quote(tables['conversation'])} "  # noqa: S608
+        f"WHERE user_id = %(user_id)s AND {_SAYING.format(column='title')}"
+    )
+    parts.append(
+        f"SELECT 'summary', id, '', content, conversation_title "  # noqa: S608
+        f"FROM {quote(tables['summary'])} WHERE user_id = %(user_id)s "
+        f"AND ({_SAYING.format(column='content')} "
+        f"OR {_SAYING.format(column='conversation_title')})"
+    )
+    return " UNION ALL ".join(parts)
 
 
 def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, content: str) -> int:
@@ -301,50 +326,51 @@ def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, conten
     gone = sorted(set(privacy.supporting_sentences(excerpt, content))) if excerpt else []
     if not content:
         content = " ".join(gone)
-    changed = 0
     from memory.models import PendingMemory
 
-    for model in (Memory, PendingMemory):
-        rows = (
-            model.objects.filter(user_id=user_id)
-            .exclude(source_excerpt="")
-            .filter(_saying("source_excerpt", content, gone))
-            .values_list("pk", "content", "source_excerpt")
+    words = sorted(privacy.telling_words(content)) or [" ".join(content.split())]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _saying_sql(),
+            {
+                "user_id": user_id,
+                "words": [_like(word) for word in words],
+                "sentences": [_like(sentence) for sentence in gone],
+            },
         )
-        for pk, own, quoted in rows:
+        rows = cursor.fetchall()
+    changed = 0
+    quoting: dict[str, type[Memory] | type[PendingMemory]] = {
+        "memory": Memory,
+        "pending": PendingMemory,
+    }
+    for place, pk, own, said, named in rows:
+        if place in quoting:
             if privacy.says(own, content):
                 continue  # another memory (or proposal) of the fact: the person's to answer
-            cut = privacy.without_statement(quoted, content, gone)
-            if cut != quoted:
-                model.objects.filter(user_id=user_id, pk=pk).update(source_excerpt=cut)
+            cut = privacy.without_statement(said, content, gone)
+            if cut != said:
+                quoting[place].objects.filter(user_id=user_id, pk=pk).update(source_excerpt=cut)
                 changed += 1
-    # A conversation title is written by the model from the first message (or by the
-    # person): one that says the forgotten fact is cleared (shown as "New chat"). The chat
-    # app's model by name: memory does not import the chat app.
-    conversations = apps.get_model("chat", "Conversation").objects.filter(user_id=user_id)
-    for pk, title in conversations.filter(_saying("title", content, gone)).values_list(
-        "pk", "title"
-    ):
-        if privacy.without_statement(title, content, gone) != title:
-            changed += conversations.filter(pk=pk).update(title="")
-    summaries = (
-        ConversationSummary.objects.filter(user_id=user_id)
-        .filter(_saying("content", content, gone) | _saying("conversation_title", content, gone))
-        .values_list("pk", "content", "conversation_title")
-    )
-    for summary_id, said, named in summaries:
-        text = privacy.without_statement(said, content, gone)
-        title = privacy.without_statement(named, content, gone)
-        if (text, title) == (said, named):
-            continue
-        update: dict[str, Any] = {"conversation_title": title[:120]}
-        if text != said:
-            # A summary with nothing left keeps only its place in the conversation (it is
-            # never recalled, listed or exported): the next summary starts after it, and
-            # so never reads the forgotten words from the transcript again.
-            update |= {"content": text, "embedding": embeddings.embed_one(text or title or "-")}
-        ConversationSummary.objects.filter(user_id=user_id, pk=summary_id).update(**update)
-        changed += 1
+        elif place == "conversation":
+            # A title is written by the model from the first message (or by the person): one
+            # that says the forgotten fact is cleared (shown as "New chat").
+            if privacy.without_statement(said, content, gone) != said:
+                conversations = apps.get_model("chat", "Conversation")._default_manager
+                changed += conversations.filter(user_id=user_id, pk=pk).update(title="")
+        else:
+            text = privacy.without_statement(said, content, gone)
+            title = privacy.without_statement(named, content, gone)
+            if (text, title) == (said, named):
+                continue
+            update: dict[str, Any] = {"conversation_title": title[:120]}
+            if text != said:
+                # A summary with nothing left keeps only its place in the conversation (it
+                # is never recalled, listed or exported): the next summary starts after it,
+                # and so never reads the forgotten words from the transcript again.
+                update |= {"content": text, "embedding": embeddings.embed_one(text or title or "-")}
+            ConversationSummary.objects.filter(user_id=user_id, pk=pk).update(**update)
+            changed += 1
     return changed
 
 
