@@ -114,7 +114,9 @@ def export_everything(*, user: Any) -> dict[str, Any]:
             "local_only": rules.reason(kind=exposure.SUMMARY, content=summary.content) is not None,
             "updated_at": _time(summary.updated_at),
         }
-        for summary in ConversationSummary.objects.filter(user=user).order_by("id")
+        for summary in ConversationSummary.objects.filter(user=user)
+        .exclude(content="")
+        .order_by("id")
     ]
     entity_events: dict[int, list[dict[str, Any]]] = {}
     for change in EntityEvent.objects.filter(user=user).order_by("created_at", "id"):

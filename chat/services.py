@@ -1083,7 +1083,12 @@ def summarize_conversation(*, conversation_id: int) -> bool:
         f"{'Me' if m['role'] == Message.Role.USER else 'Assistant'}: {m['content'][:800]}"
         for m in messages
     )
-    earlier = f"Summary so far: {previous.content}\n\nNew messages:\n" if previous else ""
+    # A summary emptied by a forget only marks where to start.
+    earlier = (
+        f"Summary so far: {previous.content}\n\nNew messages:\n"
+        if previous and previous.content
+        else ""
+    )
     # Said to a local endpoint, or about what the person keeps local: a local model writes it.
     route = exposure.route(
         endpoint_names=[m["endpoint"] for m in messages],
@@ -1105,11 +1110,19 @@ def summarize_conversation(*, conversation_id: int) -> bool:
     if not text:
         return False
     total = (previous.message_count if previous else 0) + len(messages)
+    # The title is written from the first message: said while paused, it stays in the chat.
+    opened_learnable = (
+        Message.objects.for_user(conversation.user)
+        .filter(conversation=conversation, role=Message.Role.USER)
+        .order_by("created_at", "id")
+        .values_list("learnable", flat=True)
+        .first()
+    )
     try:
         memory_services.save_summary(
             user=conversation.user,
             conversation_id=conversation.pk,
-            conversation_title=conversation.title,
+            conversation_title=conversation.title if opened_learnable else "",
             content=text,
             last_message_id=messages[-1]["pk"],
             message_count=total,

@@ -33,7 +33,7 @@ from django_htmx.middleware import HtmxDetails
 from chat import selectors, services
 from chat.models import Conversation, Message
 from config import endpoints
-from memory import exposure
+from memory import exposure, review
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -87,16 +87,39 @@ def new_conversation(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 def conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
     current = _conversation_or_404(request, conversation_id)
+    chat_messages = list(selectors.message_list(user=request.user, conversation_id=current.pk))
+    _attach_reviews(request.user, current, chat_messages)
     return render(
         request,
         "chat/conversation.html",
         {
             "conversations": selectors.conversation_list(user=request.user),
             "conversation": current,
-            "chat_messages": selectors.message_list(user=request.user, conversation_id=current.pk),
+            "chat_messages": chat_messages,
             **_endpoint_context(current),
         },
     )
+
+
+def _attach_reviews(user: Any, conversation: Conversation, messages: list[Message]) -> None:
+    """ "Remember this?" on load: what waits for review from each message of the conversation
+    goes under the reply to it (under the message itself when it has no reply), as the notice
+    a streamed reply shows. Sets `review_message_id` and `review_items` on that message."""
+    if conversation.incognito:
+        return
+    waiting: dict[int, list[review.ReviewItem]] = {}
+    for item in review.pending_list(user=user, conversation_id=conversation.pk):
+        message_id = item.pending.source_message_id
+        if message_id is not None:
+            waiting.setdefault(message_id, []).append(item)
+    for index, message in enumerate(messages):
+        items = waiting.get(message.pk)
+        if not items or message.role != Message.Role.USER:
+            continue
+        following = messages[index + 1] if index + 1 < len(messages) else None
+        under = following if following and following.role == Message.Role.ASSISTANT else message
+        under.review_message_id = message.pk  # type: ignore[attr-defined]
+        under.review_items = items  # type: ignore[attr-defined]
 
 
 def _endpoint_context(conversation: Conversation) -> dict[str, Any]:

@@ -600,6 +600,36 @@ def supporting_sentences(text: str, content: str) -> list[str]:
     return [spans[i] for i in sorted(chosen)]
 
 
+def says(sentence: str, content: str) -> bool:
+    """Whether `sentence` says `content`: it has every telling word of it ("I am allergic to
+    penicillin and keep bees" says "I'm allergic to penicillin"; "The user is allergic to
+    penicillin" too). Content with no telling word is said only by its own words."""
+    wanted = _stems(content)
+    if not wanted:
+        return " ".join(content.split()).casefold() in " ".join(sentence.split()).casefold()
+    return wanted <= _stems(sentence)
+
+
+def without_statement(text: str, content: str, gone: Iterable[str] = ()) -> str:
+    """`text` without the sentences that say `content` or hold one of the `gone` sentences
+    (the forgotten memory's own quote): a whole sentence goes, never part of one. The rest is
+    joined by single spaces, or `text` itself is returned when nothing goes."""
+    gone = [" ".join(g.split()) for g in gone if g.strip()]
+    kept = []
+    for start, end in sentences(text):
+        sentence = " ".join(text[start:end].split())
+        if sentence and not says(sentence, content) and not any(g in sentence for g in gone):
+            kept.append(sentence)
+    cut = " ".join(kept)
+    # Unchanged text stays as it was (no whitespace rewritten).
+    return text if cut == " ".join(text.split()) else cut
+
+
+def telling_words(text: str) -> set[str]:
+    """The stems `says` compares (first four letters of each uncommon word)."""
+    return _stems(text)
+
+
 def quote(text: str, content: str, *, limit: int = 1000) -> str:
     """A memory's provenance quote: only the sentences of the person's message `text` that
     support `content`, secrets replaced by placeholders, at most `limit` characters.

@@ -196,17 +196,26 @@ def with_targets(user: Any, items: list[PendingMemory]) -> list[ReviewItem]:
     ]
 
 
-def pending_items(*, user: Any, source_message_id: int | None = None) -> Any:
-    """The person's items waiting for review, oldest first (of one message, if given)."""
+def pending_items(
+    *, user: Any, source_message_id: int | None = None, conversation_id: int | None = None
+) -> Any:
+    """The person's items waiting for review, oldest first (of one message, or of one
+    conversation, if given)."""
     items = PendingMemory.objects.for_user(user).waiting()
     if source_message_id is not None:
         items = items.filter(source_message_id=source_message_id)
+    if conversation_id is not None:
+        items = items.filter(source_conversation_id=conversation_id)
     return items.order_by("created_at", "id")
 
 
-def pending_list(*, user: Any, source_message_id: int | None = None) -> list[ReviewItem]:
+def pending_list(
+    *, user: Any, source_message_id: int | None = None, conversation_id: int | None = None
+) -> list[ReviewItem]:
     """pending_items as ReviewItems (at most 500: a page, not an unbounded list)."""
-    items = pending_items(user=user, source_message_id=source_message_id)
+    items = pending_items(
+        user=user, source_message_id=source_message_id, conversation_id=conversation_id
+    )
     return with_targets(user, list(items[:500]))
 
 

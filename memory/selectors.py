@@ -78,7 +78,8 @@ def entity_for(*, user: Any, entity_id: int) -> Entity:
 
 
 def summary_list(*, user: Any) -> QuerySet[ConversationSummary]:
-    return ConversationSummary.objects.filter(user=user).order_by("-updated_at")
+    # An emptied summary (all of it forgotten) only marks where the next one starts.
+    return ConversationSummary.objects.filter(user=user).exclude(content="").order_by("-updated_at")
 
 
 def learned_from(*, user: Any, source_message_id: int) -> tuple[ExtractionRun | None, list[Memory]]:
@@ -97,6 +98,6 @@ def learned_from(*, user: Any, source_message_id: int) -> tuple[ExtractionRun | 
 def memory_counts(*, user: Any) -> dict[str, int]:
     return {
         "memories": Memory.objects.for_user(user).count(),
-        "summaries": ConversationSummary.objects.filter(user=user).count(),
+        "summaries": ConversationSummary.objects.filter(user=user).exclude(content="").count(),
         "events": MemoryEvent.objects.filter(user=user).count(),
     }

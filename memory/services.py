@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -258,55 +259,119 @@ def forget(
         memory.delete()
 
 
-# Characters a PostgreSQL regular expression may read as an operator.
-_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
+def _like(text: str) -> str:
+    """`%text%` for LIKE, with LIKE's own characters escaped."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+# The rows of the person that may say a forgotten fact (privacy.says decides): texts that
+# hold one of the forgotten sentences, or every telling word of it. One round trip over the
+# four places; table names from model metadata, values as parameters.
+_SAYING = "(({column} ILIKE ALL(%(words)s)) OR ({column} LIKE ANY(%(sentences)s)))"
+
+
+def _saying_sql() -> str:
+    from memory.models import PendingMemory
+
+    tables = {
+        "memory": Memory._meta.db_table,
+        "pending": PendingMemory._meta.db_table,
+        "conversation": apps.get_model("chat", "Conversation")._meta.db_table,
+        "summary": ConversationSummary._meta.db_table,
+    }
+    quote = connection.ops.quote_name
+    parts = [
+        f"SELECT '{place}', id, content, source_excerpt, '' FROM {quote(tables[place])} "  # noqa: S608
+        f"WHERE user_id = %(user_id)s AND source_excerpt <> '' "
+        f"AND {_SAYING.format(column='source_excerpt')}"
+        for place in ("memory", "pending")
+    ]
+    parts.append(
+        f"SELECT 'conversation', id, '', title, '' FROM {quote(tables['conversation'])} "  # noqa: S608
+        f"WHERE user_id = %(user_id)s AND {_SAYING.format(column='title')}"
+    )
+    parts.append(
+        f"SELECT 'summary', id, '', content, conversation_title "  # noqa: S608
+        f"FROM {quote(tables['summary'])} WHERE user_id = %(user_id)s "
+        f"AND ({_SAYING.format(column='content')} "
+        f"OR {_SAYING.format(column='conversation_title')})"
+    )
+    return " UNION ALL ".join(parts)
 
 
 def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, content: str) -> int:
-    """Take a forgotten memory's (or rejected item's) sentences out of the quotes of the
-    person's other memories and pending items learned from the same message.
+    """Take a forgotten memory's (or rejected item's) words out of everything else derived
+    from what the person said: the quotes of their other memories and pending items, from
+    any message (a fact said again later is quoted there too), and their conversation
+    summaries (and a summary's copy of the conversation title), and the titles of their
+    conversations.
 
-    A quote holds only the sentences that support its own memory (`privacy.quote`), but one
-    sentence may say two things, and quotes written before that hold the whole message: the
-    sentences of `excerpt` that say `content` go from every such quote. One statement over
-    both tables, scoped to the person and the message; returns the rows changed. Call it in
-    the transaction that deletes the memory or item.
+    Cut are the sentences of `excerpt` that say `content` (literally, wherever they are) and
+    every sentence that says `content` in other words (`privacy.says`: all its telling
+    words). A memory or pending item whose own text says the same thing keeps its quote: it
+    is another memory of the fact (or a proposal of it, or its contradiction: "I am no longer
+    allergic to …"), which the person sees and may forget or reject too. A summary that
+    changed is embedded again, so its vector no longer finds the forgotten words; one left
+    empty stays as an empty row (never recalled, listed or exported), so the rolling summary
+    starts after it and never reads them from the transcript again.
+    The person's own messages keep their words (their chat history is theirs until they
+    delete it). Every query is scoped to the person; call it
+    in the transaction that deletes the memory or item. Returns the rows changed.
+    `source_message_id` is kept for callers; the scope is the person, not the message.
     """
-    if source_message_id is None or not excerpt:
+    del source_message_id
+    content = " ".join(content.split())
+    if not content and not excerpt:
         return 0
-    gone = sorted(set(privacy.supporting_sentences(excerpt, content)))
-    if not gone:
-        return 0
-    # Each sentence literally (ASCII punctuation quoted), any of them, as one pattern.
-    pattern = "|".join(_PUNCTUATION.sub(r"\\\g<0>", sentence) for sentence in gone)
+    gone = sorted(set(privacy.supporting_sentences(excerpt, content))) if excerpt else []
+    if not content:
+        content = " ".join(gone)
+    from memory.models import PendingMemory
+
+    words = sorted(privacy.telling_words(content)) or [" ".join(content.split())]
     with connection.cursor() as cursor:
         cursor.execute(
-            """
-            WITH memories AS (
-                UPDATE memory_memory
-                SET source_excerpt = btrim(regexp_replace(
-                    regexp_replace(source_excerpt, %(pattern)s, '', 'g'),
-                    '[[:space:]]{2,}', ' ', 'g'))
-                WHERE user_id = %(user_id)s AND source_message_id = %(message_id)s
-                  AND EXISTS (SELECT 1 FROM unnest(%(gone)s::text[]) g
-                              WHERE strpos(source_excerpt, g) > 0)
-                RETURNING 1
-            ), pending AS (
-                UPDATE memory_pendingmemory
-                SET source_excerpt = btrim(regexp_replace(
-                    regexp_replace(source_excerpt, %(pattern)s, '', 'g'),
-                    '[[:space:]]{2,}', ' ', 'g'))
-                WHERE user_id = %(user_id)s AND source_message_id = %(message_id)s
-                  AND EXISTS (SELECT 1 FROM unnest(%(gone)s::text[]) g
-                              WHERE strpos(source_excerpt, g) > 0)
-                RETURNING 1
-            )
-            SELECT (SELECT count(*) FROM memories) + (SELECT count(*) FROM pending)
-            """,
-            {"pattern": pattern, "gone": gone, "user_id": user_id, "message_id": source_message_id},
+            _saying_sql(),
+            {
+                "user_id": user_id,
+                "words": [_like(word) for word in words],
+                "sentences": [_like(sentence) for sentence in gone],
+            },
         )
-        row = cursor.fetchone()
-    return int(row[0]) if row else 0
+        rows = cursor.fetchall()
+    changed = 0
+    quoting: dict[str, type[Memory] | type[PendingMemory]] = {
+        "memory": Memory,
+        "pending": PendingMemory,
+    }
+    for place, pk, own, said, named in rows:
+        if place in quoting:
+            if privacy.says(own, content):
+                continue  # another memory (or proposal) of the fact: the person's to answer
+            cut = privacy.without_statement(said, content, gone)
+            if cut != said:
+                quoting[place].objects.filter(user_id=user_id, pk=pk).update(source_excerpt=cut)
+                changed += 1
+        elif place == "conversation":
+            # A title is written by the model from the first message (or by the person): one
+            # that says the forgotten fact is cleared (shown as "New chat").
+            if privacy.without_statement(said, content, gone) != said:
+                conversations = apps.get_model("chat", "Conversation")._default_manager
+                changed += conversations.filter(user_id=user_id, pk=pk).update(title="")
+        else:
+            text = privacy.without_statement(said, content, gone)
+            title = privacy.without_statement(named, content, gone)
+            if (text, title) == (said, named):
+                continue
+            update: dict[str, Any] = {"conversation_title": title[:120]}
+            if text != said:
+                # A summary with nothing left keeps only its place in the conversation (it
+                # is never recalled, listed or exported): the next summary starts after it,
+                # and so never reads the forgotten words from the transcript again.
+                update |= {"content": text, "embedding": embeddings.embed_one(text or title or "-")}
+            ConversationSummary.objects.filter(user_id=user_id, pk=pk).update(**update)
+            changed += 1
+    return changed
 
 
 def forget_all(*, user: Any) -> int:
@@ -889,6 +954,7 @@ summaries AS (
     SELECT s.id, s.content, s.updated_at, s.tokens, 1 - (s.embedding <=> q.v) AS similarity
     FROM memory_conversationsummary s, q
     WHERE s.user_id = %(user_id)s AND s.conversation_id <> %(exclude_conversation)s
+      AND s.content <> ''
     ORDER BY s.embedding <=> q.v, s.id
     LIMIT 3
 )

@@ -733,3 +733,84 @@ def test_rejecting_one_item_of_a_message_and_approving_the_other_leaves_it_only_
     assert set(_rows_containing(CANARY)) <= TRANSCRIPT
     exported = export_everything(user=user)
     assert CANARY not in json.dumps([exported["memories"], exported["pending_memories"]])
+
+
+def test_the_chat_page_asks_again_after_a_reload_under_the_reply_and_yes_works(
+    reviewing: Any, user_client: Client, other_user: Any, fake_llm: FakeLLM
+) -> None:
+    user = reviewing
+    conversation = chat_services.start_conversation(user=user)
+    said = _turn(user, conversation, "I live in Lisbon. My cat is called Miso.")
+    answered = _turn(user, conversation, "I work as a nurse.")
+    elsewhere = _turn(user, chat_services.start_conversation(user=user), "I keep bees.")
+    account_services.set_ask_before_remembering(user=other_user, enabled=True)
+    theirs = _turn(other_user, chat_services.start_conversation(user=other_user), "I live in Oslo.")
+    # One item already answered in the streamed notice: it is not asked again.
+    review.reject(user=user, pending_id=PendingMemory.objects.get(content="I work as a nurse.").pk)
+    lisbon, miso = PendingMemory.objects.filter(source_message_id=said.pk).order_by("id")
+    reply = Message.objects.get(
+        conversation=conversation,
+        role="assistant",
+        created_at__gt=said.created_at,
+        created_at__lt=answered.created_at,
+    )
+
+    page = user_client.get(reverse("chat:conversation", args=[conversation.pk]))
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    # Server-rendered, under the reply to the message it came from, as the streamed notice.
+    start = html.index(f'id="message-{reply.pk}"')
+    notice = html[start : html.index('<article id="message-', start)]
+    assert f'id="learned-{said.pk}"' in notice and f'id="review-{said.pk}"' in notice
+    for item in (lisbon, miso):
+        assert f'id="pending-{item.pk}"' in notice
+        assert reverse("memory:review-approve", args=[item.pk]) in notice
+    assert "Remember this?" in notice and "I live in Lisbon." in notice and "All 2:" in notice
+    # Nothing answered, from another conversation, or of another person.
+    others = PendingMemory.objects.filter(source_message_id__in=[elsewhere.pk, theirs.pk])
+    assert others.count() == 2
+    for other in others:
+        assert f'id="pending-{other.pk}"' not in html
+    assert f'id="learned-{answered.pk}"' not in html
+    assert html.count("Remember this?") == 2 and html.count('class="review-notice"') == 1
+
+    # The reloaded notice answers as the streamed one: Yes remembers, the next load asks less.
+    response = user_client.post(
+        reverse("memory:review-approve", args=[lisbon.pk]), {"from": "chat"}, headers=HTMX
+    )
+    assert response.status_code == 200 and "Remembered:" in response.content.decode()
+    again = user_client.get(reverse("chat:conversation", args=[conversation.pk])).content.decode()
+    assert again.count("Remember this?") == 1 and f'id="pending-{miso.pk}"' in again
+    assert f'id="pending-{lisbon.pk}"' not in again
+    # An incognito chat has nothing waiting, and its page asks nothing.
+    incognito = chat_services.start_conversation(user=user, incognito=True)
+    _turn(user, incognito, "I live in Porto.")
+    quiet = user_client.get(reverse("chat:conversation", args=[incognito.pk])).content.decode()
+    assert "Remember this?" not in quiet
+
+
+def test_the_api_export_holds_pending_items_and_each_memorys_pinned_and_local_only_flags(
+    reviewing: Any, user_client: Client
+) -> None:
+    from memory import exposure
+
+    user = reviewing
+    said = _turn(user, chat_services.start_conversation(user=user), "I live in Lisbon.")
+    kept = memory_services.remember(user=user, content="I take insulin every morning")
+    memory_services.set_pinned(user=user, memory_id=kept.pk, pinned=True)
+    exposure.set_memory_local_only(user=user, memory_id=kept.pk, local_only=True)
+    loose = memory_services.remember(user=user, content="I like jazz")
+
+    response = user_client.get(reverse("api-export"))
+
+    assert response.status_code == 200
+    data = response.json()
+    (pending,) = data["pending_memories"]
+    assert (pending["status"], pending["content"]) == ("pending", "I live in Lisbon.")
+    assert pending["source"]["message_id"] == said.pk
+    flags = {
+        m["id"]: (m["pinned"], m["local_only_setting"], m["local_only"]) for m in data["memories"]
+    }
+    assert flags == {kept.pk: (True, True, True), loose.pk: (False, None, False)}
+    assert data["profile"]["ask_before_remembering"] is True
