@@ -1,12 +1,14 @@
 """Grounding benchmark: do the local model's replies use what recall found, and only that?
 
 Run: `.venv/bin/python bench/grounding.py` from the repository root (add `--verbose` to see
-every reply, `--layout small --layout large` to choose layouts, `--repeat 3` for more
-samples). It starts an embedded PostgreSQL in `<data dir>/bench/pg` (unless DATABASE_URL is
-set) and llama.cpp's OpenAI-compatible server with SmolLM2-135M on a free port (unless
-`--base-url` or LLM_BASE_URL names an endpoint). One person with 18 memories (stored with
-`memory.services.remember`, three of them changed since with `update_memory`) asks 32
-personal questions, each in a new conversation, through the real recall and prompt assembly
+every reply, `--layout small --layout large` to choose layouts, `--state cold` for one of the
+three prompt-cache states every question is read in (see STATES), `--repeat 2` to read each
+state twice and count readings that changed, `--set held-out` for the held-out person only). It
+starts an embedded PostgreSQL in `<data dir>/bench/pg` (unless DATABASE_URL is set) and
+llama.cpp's OpenAI-compatible server with SmolLM2-135M on a free port (unless `--base-url` or
+LLM_BASE_URL names an endpoint). One person with 18 memories (stored with
+`memory.services.remember`, three of them changed since with `update_memory`) asks 32 personal
+questions, each in a new conversation, through the real recall and prompt assembly
 (`chat.services.assemble_prompt`) and the model streamed as the chat streams it
 (`chat.services.stream_model`: the layout's model class's sampling, same token limit; with
 `--layout small --layout large` on one model each layout samples as its class would). Requests
@@ -19,7 +21,11 @@ sentences the model copied from its system prompt. It "says an old value" when i
 value the person changed. A question memory cannot answer "invents" when the reply does not
 say it does not know (any reply that is not an abstention counts); the "revised" judge also
 accepts a reply that asks the person to tell, and rejects one that abstains but still names a
-value (see `invents`). Replies come from the model only: nothing is templated.
+value (see `invents`); the table shows the revised one, the old one in brackets. "Strict"
+also rejects a reply that names an old value or says the value of the model itself ("I live in
+Porto."). Each question is read in every state; "maj." counts questions by the majority of
+their readings. Marta's questions are the ones prompts were tuned on; Kenji's ("held-out")
+were never looked at while tuning. Replies come from the model only: nothing is templated.
 """
 
 from __future__ import annotations
