@@ -1,12 +1,14 @@
 """Grounding benchmark: do the local model's replies use what recall found, and only that?
 
 Run: `.venv/bin/python bench/grounding.py` from the repository root (add `--verbose` to see
-every reply, `--layout small --layout large` to choose layouts, `--repeat 3` for more
-samples). It starts an embedded PostgreSQL in `<data dir>/bench/pg` (unless DATABASE_URL is
-set) and llama.cpp's OpenAI-compatible server with SmolLM2-135M on a free port (unless
-`--base-url` or LLM_BASE_URL names an endpoint). One person with 18 memories (stored with
-`memory.services.remember`, three of them changed since with `update_memory`) asks 32
-personal questions, each in a new conversation, through the real recall and prompt assembly
+every reply, `--layout small --layout large` to choose layouts, `--state cold` for one of the
+three prompt-cache states every question is read in (see STATES), `--repeat 2` to read each
+state twice and count readings that changed, `--set held-out` for the held-out person only). It
+starts an embedded PostgreSQL in `<data dir>/bench/pg` (unless DATABASE_URL is set) and
+llama.cpp's OpenAI-compatible server with SmolLM2-135M on a free port (unless `--base-url` or
+LLM_BASE_URL names an endpoint). One person with 18 memories (stored with
+`memory.services.remember`, three of them changed since with `update_memory`) asks 32 personal
+questions, each in a new conversation, through the real recall and prompt assembly
 (`chat.services.assemble_prompt`) and the model streamed as the chat streams it
 (`chat.services.stream_model`: the layout's model class's sampling, same token limit; with
 `--layout small --layout large` on one model each layout samples as its class would). Requests
@@ -19,7 +21,11 @@ sentences the model copied from its system prompt. It "says an old value" when i
 value the person changed. A question memory cannot answer "invents" when the reply does not
 say it does not know (any reply that is not an abstention counts); the "revised" judge also
 accepts a reply that asks the person to tell, and rejects one that abstains but still names a
-value (see `invents`). Replies come from the model only: nothing is templated.
+value (see `invents`); the table shows the revised one, the old one in brackets. "Strict"
+also rejects a reply that names an old value or says the value of the model itself ("I live in
+Porto."). Each question is read in every state; "maj." counts questions by the majority of
+their readings. Marta's questions are the ones prompts were tuned on; Kenji's ("held-out")
+were never looked at while tuning. Replies come from the model only: nothing is templated.
 """
 
 from __future__ import annotations
@@ -114,6 +120,60 @@ QUESTIONS = [
     Question("unknown", "What is my husband's job?"),
 ]
 
+# A held-out person: never looked at while tuning the prompt (only read for the report), so
+# a change that merely fits Marta's 32 questions shows up as a gap between the two rows.
+HELD_OUT_MEMORIES: list[tuple[str, str, str | None]] = [
+    ("profile", "My name is Kenji.", None),
+    ("profile", "I live in Leeds.", "I live in Osaka."),
+    ("profile", "I work as an electrician.", None),
+    ("profile", "I am allergic to peanuts.", None),
+    ("preference", "My favourite food is ramen.", None),
+    ("preference", "I enjoy playing chess.", None),
+    ("fact", "I have a cat called Miso.", None),
+    ("fact", "My sister Aiko is a teacher.", None),
+    ("fact", "My son Leo is 4 years old.", None),
+    ("fact", "I drive a Toyota.", "I drive a Honda."),
+    ("task", "I am saving for a new van.", None),
+]
+HELD_OUT_OLD_VALUES = ["Osaka", "Honda"]
+HELD_OUT_QUESTIONS = [
+    Question("profile", "What's my name?", (("Kenji",),)),
+    Question("profile", "What is my job?", (("electrician",),)),
+    Question("profile", "What food am I allergic to?", (("peanut",),)),
+    Question("preference", "What is my favourite food?", (("ramen",),)),
+    Question("preference", "Which game do I like to play?", (("chess",),)),
+    Question("people", "What is my cat's name?", (("Miso",),)),
+    Question("people", "What does my sister do?", (("teacher",),)),
+    Question("people", "How old is my son?", (("4", "four"),)),
+    Question("tasks", "What am I saving for?", (("van",),)),
+    Question("changed", "Which city do I live in?", (("Leeds",),)),
+    Question("changed", "What car do I drive now?", (("Toyota",),)),
+    Question("unknown", "What is my favourite film?"),
+    Question("unknown", "What is my wife's name?"),
+    Question("unknown", "What is my dog's name?"),
+    Question("unknown", "What does my brother do for work?"),
+    Question("unknown", "When is my birthday?"),
+    Question("unknown", "Which country was I born in?"),
+    Question("unknown", "What music do I like?"),
+    Question("unknown", "What is my daughter called?"),
+    Question("unknown", "What did I study at school?"),
+    Question("unknown", "What is my father's name?"),
+]
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    memories: list[tuple[str, str, str | None]]
+    old_values: list[str]
+    questions: list[Question]
+
+
+PEOPLE = {
+    "tuned": Person("marta", MEMORIES, OLD_VALUES, QUESTIONS),
+    "held-out": Person("kenji", HELD_OUT_MEMORIES, HELD_OUT_OLD_VALUES, HELD_OUT_QUESTIONS),
+}
+
 ABSTAIN = (
     "don't know", "do not know", "not sure", "no information", "haven't told",
     "have not told", "didn't tell", "did not tell", "didn't mention", "did not mention",
@@ -173,31 +233,113 @@ def invents(reply: str, messages: list[dict[str, str]]) -> bool:
     return not said_unknown or bool(_CLAIM.search(kept))
 
 
+# The strict judge of a reply that names the right value: not when it names an old value too,
+# nor when the sentence naming it speaks of the model itself ("I live in Porto." to "Where do
+# I live?"), a sentence with a first-person word and no second-person word.
+_SENTENCES = re.compile(r"[^.!?\n]+")
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'd|me|my|mine|myself)\b", re.IGNORECASE)
+_SECOND_PERSON = re.compile(r"\b(?:you|you're|you've|your|yours|yourself)\b", re.IGNORECASE)
+
+
+def own_perspective(reply: str, question: Question) -> bool:
+    """Whether a sentence that names an expected value says it of the model itself."""
+    values = [v.lower() for group in question.expect for v in group]
+    for sentence in _SENTENCES.findall(reply.replace("\u2019", "'")):
+        if (
+            any(v in sentence.lower() for v in values)
+            and _FIRST_PERSON.search(sentence)
+            and not _SECOND_PERSON.search(sentence)
+        ):
+            return True
+    return False
+
+
+def names_old_value(reply: str, old_values: list[str]) -> bool:
+    return any(v.lower() in reply.lower() for v in old_values)
+
+
+def strictly_grounded(reply: str, question: Question, old_values: list[str]) -> bool:
+    return (
+        grounded(reply, question)
+        and not names_old_value(reply, old_values)
+        and not own_perspective(reply, question)
+    )
+
+
+# llama.cpp's server (llama-cpp-python 0.3) reuses the KV cache of the longest prefix the new
+# prompt shares with the last one, and decodes the rest in one batch: the same greedy request
+# decodes slightly differently (and may answer differently) depending on what ran before it.
+# It has no per-request switch for that (`cache_prompt` is the C++ server's; `seed` only
+# seeds sampling, unused when greedy). So the bench sets the cache state itself before every
+# reading, each state a deterministic one the chat meets:
+#   cold:   the last prompt shares only the chat template's first tokens (another person's
+#           chat), the whole prompt is decoded in one batch;
+#   system: the last prompt had the same system message and another question (the same
+#           person asking something else), the question is decoded on its own;
+#   hit:    the same prompt was answered just before (a retry), only its last token is
+#           decoded again.
+# A reading in a state is repeatable; the states disagree now and then, and the bench reports
+# every reading and, per question, the majority of its states.
+STATES = ("cold", "system", "hit")
+_COLD_PRIMER = [
+    {"role": "system", "content": "Zebra."},
+    {"role": "user", "content": "Zebra."},
+]
+
+
+def prime(state: str, messages: list[dict[str, str]]) -> None:
+    """Leave the model server's prompt cache in `state` (see STATES) for `messages`."""
+    from config import llm
+
+    def send(prompt: list[dict[str, str]], max_tokens: int) -> None:
+        body = {
+            "model": "primer", "messages": prompt, "max_tokens": max_tokens, "temperature": 0.0,
+        }  # fmt: skip
+        llm.sync_client(background=False).post("/chat/completions", cast_to=bytes, body=body)
+
+    send(_COLD_PRIMER, 1)
+    if state == "system":
+        send([messages[0], {"role": "user", "content": "Zebra."}], 2)
+    elif state == "hit":
+        # Two tokens: the first is decoded into the cache, so the prompt is a strict prefix
+        # of the cache and the server decodes its last token again (as after a full reply).
+        send(messages, 2)
+
+
 @dataclass
 class Tally:
+    readings: int = 0
     answerable: int = 0
     grounded: int = 0
     grounded_no_echo: int = 0
+    strict: int = 0
     old_value: int = 0
+    own_perspective: int = 0
     unknown: int = 0
     invented: int = 0
     invented_revised: int = 0
+    # Per question, the majority of its readings (more than half).
+    questions_answerable: int = 0
+    majority_grounded: int = 0
+    majority_strict: int = 0
+    questions_unknown: int = 0
+    majority_invented: int = 0
+    # Readings of one question in one state that differed between rounds (--repeat).
+    unstable: int = 0
     seconds: float = 0.0
 
 
-def seed_person(user: Any) -> None:
+def seed_person(user: Any, memories: list[tuple[str, str, str | None]] = MEMORIES) -> None:
     from memory import services
 
-    for kind, content, before in MEMORIES:
+    for kind, content, before in memories:
         memory = services.remember(user=user, content=before or content, kind=kind)
         if before:
             services.update_memory(user=user, memory_id=memory.pk, content=content)
 
 
-def ask(
-    user: Any, question: str, temperature: float | None = None
-) -> tuple[str, list[dict[str, str]]]:
-    """One question in a new conversation, through the real prompt assembly and the model."""
+def prompt_for(user: Any, question: str) -> Any:
+    """The prompt the chat builds for `question` in a new conversation."""
     from chat import services as chat_services
     from chat.models import Message
 
@@ -209,7 +351,12 @@ def ask(
         user=user, conversation=conversation, role=Message.Role.ASSISTANT,
         status=Message.Status.PENDING,
     )  # fmt: skip
-    prompt = chat_services.assemble_prompt(user=user, reply=reply)
+    return chat_services.assemble_prompt(user=user, reply=reply)
+
+
+def reply_to(prompt: Any, temperature: float | None = None) -> str:
+    """The model's reply to `prompt`, streamed as the chat streams it."""
+    from chat import services as chat_services
 
     async def collect() -> str:
         parts = []
@@ -230,7 +377,16 @@ def ask(
             await stream.aclose()
         return "".join(parts)
 
-    return asyncio.run(collect()), prompt.messages
+    return asyncio.run(collect())
+
+
+def ask(
+    user: Any, question: str, temperature: float | None = None, state: str = "cold"
+) -> tuple[str, list[dict[str, str]]]:
+    """One question in a new conversation, through the real prompt assembly and the model."""
+    prompt = prompt_for(user, question)
+    prime(state, prompt.messages)
+    return reply_to(prompt, temperature), prompt.messages
 
 
 def run_layout(
@@ -240,42 +396,67 @@ def run_layout(
     verbose: bool,
     temperature: float | None = None,
     questions: list[Question] = QUESTIONS,
+    old_values: list[str] = OLD_VALUES,
+    states: tuple[str, ...] = STATES,
 ) -> Tally:
     from django.conf import settings
 
     settings.LLM_PROMPT_LAYOUT = layout
     tally = Tally()
     started = time.perf_counter()
-    for round_ in range(repeat):
-        for question in questions:
-            text, messages = ask(user, question.text, temperature)
-            if question.expect:
-                tally.answerable += 1
-                ok = grounded(text, question)
-                tally.grounded += ok
-                kept, echoed = without_echo(text, messages)
-                tally.grounded_no_echo += ok and grounded(kept, question)
-                old = any(v.lower() in text.lower() for v in OLD_VALUES)
-                tally.old_value += old
-                verdict = ("used memory" if ok else "MISSED") + (" +OLD VALUE" if old else "")
-                verdict += " (ECHOED ITS PROMPT)" if echoed else ""
-            else:
-                tally.unknown += 1
-                invented = not abstains(text)
-                tally.invented += invented
-                revised = invents(text, messages)
-                tally.invented_revised += revised
-                verdict = "INVENTED" if invented else "said it does not know"
-                if revised != invented:
-                    verdict += f"; revised judge: {'INVENTED' if revised else 'did not'}"
-            if verbose:
-                if round_ == 0 and question is questions[0]:
-                    print(f"--- prompt ({layout}) for {question.text!r}:")
-                    for message in messages:
-                        print(f"[{message['role']}] {message['content']}")
-                    print("---")
-                one_line = " ".join(text.split())[:220]
-                print(f"  [{question.topic}] {question.text} -> {one_line!r}: {verdict}")
+    for question in questions:
+        prompt = prompt_for(user, question.text)
+        messages = prompt.messages
+        if verbose:
+            print(f"  [{question.topic}] {question.text}  (system: {messages[0]['content']!r})")
+        verdicts: list[bool] = []  # strictly grounded, or invented (revised judge)
+        votes: list[bool] = []  # grounded by the bench's check
+        for state in states:
+            texts = []
+            for _ in range(repeat):
+                prime(state, messages)
+                text = reply_to(prompt, temperature)
+                texts.append(text)
+                tally.readings += 1
+                if question.expect:
+                    tally.answerable += 1
+                    ok = grounded(text, question)
+                    tally.grounded += ok
+                    kept, echoed = without_echo(text, messages)
+                    tally.grounded_no_echo += ok and grounded(kept, question)
+                    old = names_old_value(text, old_values)
+                    tally.old_value += old
+                    mine = ok and own_perspective(text, question)
+                    tally.own_perspective += mine
+                    strict = strictly_grounded(text, question, old_values)
+                    tally.strict += strict
+                    verdicts.append(strict)
+                    verdict = ("used memory" if ok else "MISSED") + (" +OLD VALUE" if old else "")
+                    verdict += " +AS ITS OWN" if mine else ""
+                    verdict += " (ECHOED ITS PROMPT)" if echoed else ""
+                    votes.append(ok)
+                else:
+                    tally.unknown += 1
+                    invented = not abstains(text)
+                    tally.invented += invented
+                    revised = invents(text, messages)
+                    tally.invented_revised += revised
+                    verdicts.append(revised)
+                    verdict = "INVENTED" if invented else "said it does not know"
+                    if revised != invented:
+                        verdict += f"; revised judge: {'INVENTED' if revised else 'did not'}"
+                if verbose:
+                    one_line = " ".join(text.split())[:200]
+                    print(f"    {state:6} {one_line!r}: {verdict}")
+            tally.unstable += len(set(texts)) > 1
+        majority = sum(verdicts) * 2 > len(verdicts)
+        if question.expect:
+            tally.questions_answerable += 1
+            tally.majority_strict += majority
+            tally.majority_grounded += sum(votes) * 2 > len(votes)
+        else:
+            tally.questions_unknown += 1
+            tally.majority_invented += majority
     tally.seconds = time.perf_counter() - started
     return tally
 
@@ -283,7 +464,9 @@ def run_layout(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layout", action="append", help="small, large (default: both)")
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="readings per state (each state is repeatable)"
+    )
     parser.add_argument("--base-url", default=os.environ.get("LLM_BASE_URL", ""))
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument(
@@ -292,11 +475,20 @@ def main() -> None:
     parser.add_argument(
         "--topic",
         action="append",
-        choices=sorted({q.topic for q in QUESTIONS}),
+        choices=sorted({q.topic for p in PEOPLE.values() for q in p.questions}),
         help="only these topics' questions (a quicker look; figures are for all of them)",
     )
+    parser.add_argument(
+        "--set", action="append", choices=sorted(PEOPLE), help="tuned, held-out (default: both)"
+    )
+    parser.add_argument(
+        "--state",
+        action="append",
+        choices=STATES,
+        help="the model server's prompt-cache states to read in (default: all three)",
+    )
     args = parser.parse_args()
-    questions = [q for q in QUESTIONS if not args.topic or q.topic in args.topic]
+    states = tuple(args.state or STATES)
     common.bootstrap()
 
     bench_db = common.BenchDatabase("bench")
@@ -318,8 +510,13 @@ def main() -> None:
 
         call_command("migrate", interactive=False, verbosity=0)
         User.objects.filter(email__endswith="@" + DOMAIN).delete()
-        user = User.objects.create(email=f"marta-{secrets.token_hex(3)}@{DOMAIN}")
-        seed_person(user)
+        people = []
+        for set_name in args.set or list(PEOPLE):
+            person = PEOPLE[set_name]
+            user = User.objects.create(email=f"{person.name}-{secrets.token_hex(3)}@{DOMAIN}")
+            seed_person(user, person.memories)
+            questions = [q for q in person.questions if not args.topic or q.topic in args.topic]
+            people.append((set_name, person, user, questions))
         layouts = args.layout or (
             ["small", "large"] if hasattr(chat_services, "LAYOUTS") else ["today"]
         )
@@ -327,30 +524,50 @@ def main() -> None:
         print(f"{common.load_line()} at the start")
         print(
             f"model {settings.LLM_CHAT_MODEL} at {settings.LLM_BASE_URL} "
-            f"({'started here' if server else 'given'}); {len(MEMORIES)} memories, "
-            f"{len(questions)} questions x {args.repeat}; temperature "
+            f"({'started here' if server else 'given'}); "
+            + "; ".join(
+                f"{name}: {len(p.memories)} memories, {len(qs)} questions"
+                for name, p, _, qs in people
+            )
+            + f"; states {', '.join(states)} x {args.repeat}; temperature "
             f"{args.temperature if args.temperature is not None else 'as the chat'}; "
             f"setup {time.perf_counter() - started:.0f} s"
         )
         print(
-            f"{'layout':8} {'grounded':>14} {'no echo':>14} {'old value':>10} "
-            f"{'invented':>14} {'revised':>14} {'s/reply':>8}"
+            "readings: grounded = names the expected value; strict = and no old value, and "
+            "not said of the model itself; invented = revised judge (old judge in brackets);\n"
+            "majority: per question, more than half of its readings"
         )
+        header = (
+            f"{'layout':6} {'set':8} {'grounded':>13} {'strict':>13} {'old':>4} {'own':>4} "
+            f"{'invented':>13} {'(old)':>6} | {'maj.grounded':>13} {'maj.strict':>13} "
+            f"{'maj.invented':>13} {'unstable':>8} {'s/reply':>7}"
+        )
+        print(header)
 
         def share(count: int, total: int) -> str:
-            return f"{count:>4}/{total:<3} {count / max(total, 1):5.0%}"
+            return f"{count:>3}/{total:<3} {count / max(total, 1):4.0%}"
 
         for layout in layouts:
-            tally = run_layout(user, layout, args.repeat, args.verbose, args.temperature, questions)
-            replies = tally.answerable + tally.unknown
-            print(
-                f"{layout:8} {share(tally.grounded, tally.answerable)} "
-                f"{share(tally.grounded_no_echo, tally.answerable)} {tally.old_value:>10} "
-                f"{share(tally.invented, tally.unknown)} "
-                f"{share(tally.invented_revised, tally.unknown)} {tally.seconds / replies:8.1f}",
-                flush=True,
-            )
-        User.objects.filter(pk=user.pk).delete()
+            for set_name, person, user, questions in people:
+                tally = run_layout(
+                    user, layout, args.repeat, args.verbose, args.temperature, questions,
+                    person.old_values, states,
+                )  # fmt: skip
+                print(
+                    f"{layout:6} {set_name:8} {share(tally.grounded, tally.answerable)} "
+                    f"{share(tally.strict, tally.answerable)} {tally.old_value:>4} "
+                    f"{tally.own_perspective:>4} "
+                    f"{share(tally.invented_revised, tally.unknown)} {tally.invented:>6} | "
+                    f"{share(tally.majority_grounded, tally.questions_answerable)} "
+                    f"{share(tally.majority_strict, tally.questions_answerable)} "
+                    f"{share(tally.majority_invented, tally.questions_unknown)} "
+                    f"{tally.unstable:>8} {tally.seconds / max(tally.readings, 1):7.1f}",
+                    flush=True,
+                )
+        print(f"{common.load_line()} at the end")
+        for _, _, user, _ in people:
+            User.objects.filter(pk=user.pk).delete()
         common.close_django_connections()
     finally:
         if server is not None:

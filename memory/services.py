@@ -711,7 +711,15 @@ _PERSONAL_QUESTION_RE = re.compile(
 
 def asks_about_person(message: str) -> bool:
     """Whether a message asks something about the person who sends it."""
-    return any(_PERSONAL_QUESTION_RE.search(part) for part in re.split(r"(?<=[.!?])\s+", message))
+    return personal_question(message) is not None
+
+
+def personal_question(message: str) -> str | None:
+    """The first sentence of `message` that asks something about the person, or None."""
+    for part in re.split(r"(?<=[.!?])\s+", message):
+        if _PERSONAL_QUESTION_RE.search(part):
+            return part.strip()
+    return None
 
 
 def parties_in(text: str) -> frozenset[str]:
