@@ -205,8 +205,10 @@ ASKS_BACK = (
     "tell me more about your",
 )  # fmt: skip
 _CLAIM = re.compile(
-    r"\byour\b[^.!?\n]{0,40}?\b(?:is|are|was|were)\s+(?:called\s+|named\s+)?(?:[A-Z]\w+|\d+)"
-    r"|\byou(?:'re|\u2019re| are| were)\s+\d+",
+    r"\b[Yy]our\b[^.!?\n]{0,40}?\b(?:is|are|was|were)\s+(?:called\s+|named\s+)?(?:[A-Z]\w+|\d+)"
+    r"|\b[Yy]ou(?:'re|\u2019re| are| were)\s+\d+"
+    # "She is called "Lena"": a name given to someone the question asked about.
+    r"|\b(?:[Hh]e|[Ss]he|[Ii]t|[Tt]hey)\s+(?:is|are|was|were)\s+(?:called|named)\s+\W?[A-Z]\w+",
 )
 _SENTENCE = re.compile(r"[^.!?:\n]{12,}")
 
