@@ -204,8 +204,12 @@ def test_sending_is_refused_once_the_daily_token_budget_is_spent(
 ) -> None:
     settings.CHAT_DAILY_TOKEN_BUDGET = 100
     conversation = _conversation(user)
-    _message(conversation, "user", "earlier", minutes_ago=5, prompt_tokens=40)
-    _message(conversation, "assistant", "answer", minutes_ago=4, completion_tokens=59)
+    # Earlier today, whatever the time of day the test runs (the budget is a UTC day: "5
+    # minutes ago" is yesterday just after midnight).
+    now = timezone.now()
+    today = (now - now.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds() / 60
+    _message(conversation, "user", "earlier", minutes_ago=today / 2, prompt_tokens=40)
+    _message(conversation, "assistant", "answer", minutes_ago=today / 3, completion_tokens=59)
     # Yesterday's spending and other people's spending do not count.
     _message(conversation, "user", "old", minutes_ago=60 * 25, prompt_tokens=5000)
     _message(_conversation(other_user), "user", "theirs", minutes_ago=1, prompt_tokens=5000)
