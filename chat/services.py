@@ -301,7 +301,8 @@ SMALL_FACTS_OUTRO = "Answer the user's question using these facts."
 # When nothing answers a question about the person: what the model was not told, named from
 # the question itself (`not_told`), and what to say. bench/grounding.py, 20 unanswerable
 # questions in its three prompt-cache states: told only "You do not know the answer to the
-# user's question", SmolLM2 invented in 8 of 60 readings (13 %); told what, in 3 (5 %).
+# user's question", SmolLM2 invented in 8 of 60 readings (13 %); told what, in 6 (10 %), 3 of
+# them an off-topic reply that names nothing (README, "Grounding").
 SMALL_NO_ANSWER = 'You do not know {what}. Say "I don\'t know."'
 # "What is my favourite colour?" → "favourite colour"; "What is my cat called?" → "cat" (named).
 _MY_THING_RE = re.compile(
