@@ -15,6 +15,7 @@ derived table ever holds it.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,14 +23,16 @@ from asgiref.sync import async_to_sync
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from django_redis import get_redis_connection
 
 from accounts import services as account_services
 from chat import services as chat_services
 from chat.export import export_everything
 from chat.models import Conversation, Message
+from memory import retention
 from memory import services as memory_services
-from memory.models import ConversationSummary, Memory, MemoryEvent
+from memory.models import ConversationSummary, Entity, Memory, MemoryEvent, RetentionPolicy
 from tests.fake_llm import FakeLLM
 
 pytestmark = pytest.mark.django_db
@@ -56,11 +59,15 @@ def _model(request: dict[str, Any]) -> str | dict[str, Any]:
         clauses = []
         for sentence in text.split(". "):
             clauses += [c.strip(" .") for c in sentence.split(" and ") if c.strip(" .")]
+        entities: list[dict[str, Any]] = []
+        if "Berlin" in text:
+            entities.append({"name": "Berlin", "type": "place", "attributes": {}})
+        if "Bruno" in text:  # a pet's attribute holding the fact's words, as a model writes it
+            allergy = {"allergy": CANARY} if CANARY in text else {}
+            entities.append({"name": "Bruno", "type": "pet", "attributes": allergy})
         return {
             "facts": [{"kind": "fact", "content": clause} for clause in clauses],
-            "entities": [{"name": "Berlin", "type": "place", "attributes": {}}]
-            if "Berlin" in text
-            else [],
+            "entities": entities,
         }
     if "decisions" in schema.get("properties", {}):
         return {"decisions": []}
@@ -257,3 +264,72 @@ def test_nothing_said_in_an_incognito_chat_or_while_paused_reaches_a_derived_tab
         assert _export_parts_holding(user, needle, titles=True) == set()
     recalled = memory_services.recall(user=user, query=f"allergic nephew {CANARY}")
     assert all(NEEDLE not in item.content.lower() for item in recalled.considered)
+
+
+# --- A fact about a pet: its entity's attribute holds the words ---
+
+PET_FACT = f"My dog Bruno is allergic to {CANARY}"
+
+
+def _forget_in_the_chat(client: Client, memory: Memory) -> None:
+    conversation = chat_services.start_conversation(user=memory.user)
+    chat_services.send_message(
+        user=memory.user, conversation_id=conversation.pk, content=f"Forget that {PET_FACT}."
+    )
+
+
+def _forget_as_contradicted(client: Client, memory: Memory) -> None:
+    memory_services.forget(
+        user=memory.user, memory_id=memory.pk, actor="extractor", source_message_id=None
+    )
+
+
+def _let_it_expire(client: Client, memory: Memory) -> None:
+    RetentionPolicy.objects.update_or_create(kind=memory.kind, defaults={"ttl_days": 30})
+    Memory.objects.filter(pk=memory.pk).update(expires_at=timezone.now() - timedelta(days=1))
+    assert retention.run_retention().expired.get(memory.kind) == 1
+
+
+def _trim_over_the_cap(client: Client, memory: Memory) -> None:
+    living = Memory.objects.filter(user=memory.user, kind=memory.kind).count()
+    RetentionPolicy.objects.update_or_create(
+        kind=memory.kind, defaults={"max_per_user": living - 1}
+    )
+    Memory.objects.filter(pk=memory.pk).update(importance=0.0)
+    assert retention.run_retention().trimmed == {memory.kind: 1}
+
+
+@pytest.mark.parametrize(
+    "forget",
+    [
+        _forget_on_the_page,
+        _forget_through_the_api,
+        _forget_in_the_chat,
+        _forget_as_contradicted,
+        _let_it_expire,
+        _trim_over_the_cap,
+    ],
+    ids=["page", "api", "chat", "contradiction", "expiry", "cap"],
+)
+def test_a_forgotten_fact_about_a_pet_leaves_no_attribute_or_entity_holding_it(
+    user: Any, user_client: Client, fake_llm: FakeLLM, settings: Any, forget: Any
+) -> None:
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
+    fake_llm.responder = _model
+    _turn(user, chat_services.start_conversation(user=user), f"{PET_FACT}. I live in Berlin.")
+    allergy = Memory.objects.get(user=user, content__icontains=CANARY)
+    bruno = Entity.objects.get(user=user, name="Bruno")
+    assert bruno.attributes == {"species": "dog", "allergy": CANARY}
+    assert ("memory_entity", "attributes") in _columns_holding(NEEDLE)
+
+    forget(user_client, allergy)
+
+    assert set(_columns_holding(NEEDLE)) <= CHAT_HISTORY
+    assert _redis_holding(NEEDLE) == []
+    assert _export_parts_holding(user, NEEDLE) == set()
+    # Everything known of Bruno came from the forgotten fact: he goes, with his history's
+    # words. Berlin, which a living memory names, stays.
+    assert not Entity.objects.filter(user=user, name="Bruno").exists()
+    assert _columns_holding("Bruno").keys() <= CHAT_HISTORY
+    assert Entity.objects.filter(user=user, name="Berlin").exists()
+    assert Memory.objects.filter(user=user, content__contains="Berlin").exists()
