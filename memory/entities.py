@@ -7,14 +7,17 @@ facts arrive, each change recorded with the old and new value.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q, Value
+from django.db.models.functions import Lower, StrIndex
 from django.utils import timezone
 
 from config.errors import Conflict, DomainError
 from memory import privacy
-from memory.models import Entity, EntityEvent, MemoryEvent
+from memory.models import Entity, EntityEvent, Memory, MemoryEvent, PendingMemory
 
 
 class InvalidEntity(DomainError):
@@ -220,3 +223,137 @@ def delete_entity(*, user: Any, entity_id: int) -> None:
         scrub_history(user_id=entity.user_id, entity_ids=[entity.pk])
         _event(entity, "deleted", MemoryEvent.Actor.USER)
         entity.delete()
+
+
+# --- Forgetting a fact: what entities learned from it goes too ---
+
+
+def _mentions(text: str, name: str) -> bool:
+    """Whether `text` names `name` as a whole word or phrase (any case)."""
+    name = " ".join(name.split())
+    return bool(name) and re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.I) is not None
+
+
+def _value_words(key: str, value: str) -> set[str]:
+    """The telling words of an attribute: its value's ("chicken"), else its key's."""
+    return privacy.telling_words(value) or privacy.telling_words(key)
+
+
+def unlearn(
+    *,
+    user_id: int,
+    content: str,
+    sentences: Iterable[str] = (),
+    forgotten: Iterable[int] = (),
+    actor: str = MemoryEvent.Actor.USER,
+) -> int:
+    """A fact was forgotten (or a proposal of it rejected): what the person's entities learned
+    from it goes too. Returns the entities (and pending items) changed.
+
+    `content` is the fact, `sentences` the person's sentences it was quoted from, `forgotten`
+    the memories going with it (no longer evidence for anything). Concerned are the entities
+    the fact names ("Bruno" in "My dog Bruno is allergic to chicken"). Of each, an attribute
+    goes when the fact holds all its telling words ("allergy: chicken", "species: dog") unless
+    a living memory naming the entity says them too ("My dog Bruno loves the beach" keeps
+    "species: dog"), or the person typed that value themselves (the entity form: theirs to
+    change). An entity left with no attribute that no living memory names goes entirely:
+    everything Mnemo knew of it came from what was forgotten. The words also go from the
+    entity's history (it keeps that a change happened, when and by whom), and from the
+    copies of entities waiting with the person's pending items. Scoped to the person; call it
+    in the transaction that forgets.
+    """
+    said = " ".join([content, *sentences])
+    said_words = privacy.telling_words(said)
+    if not said_words:
+        return 0
+    forgotten = list(forgotten)
+    changed = _unlearn_pending(user_id, said, said_words)
+    # Candidates by SQL (the name inside the forgotten text), confirmed word by word here.
+    named = [
+        entity
+        for entity in Entity.objects.select_for_update()
+        .filter(user_id=user_id)
+        .annotate(at=StrIndex(Lower(Value(said)), Lower("name")))
+        .filter(at__gt=0)
+        if _mentions(said, entity.name)
+    ]
+    if not named:
+        return changed
+    naming = Q()
+    for entity in named:
+        naming |= Q(content__icontains=entity.name)
+    living = list(
+        Memory.objects.filter(user_id=user_id)
+        .filter(naming)
+        .exclude(pk__in=forgotten)
+        .values_list("content", flat=True)
+    )
+    # The person's own values: the last change of an attribute, by them, to what it holds.
+    typed: dict[tuple[int, str], str] = {}
+    for ref, attribute, who, value in (
+        EntityEvent.objects.filter(user_id=user_id, entity_ref__in=[e.pk for e in named])
+        .exclude(attribute="")
+        .order_by("created_at", "id")
+        .values_list("entity_ref", "attribute", "actor", "new_value")
+    ):
+        if who == MemoryEvent.Actor.USER:
+            typed[(ref, attribute)] = value
+        else:
+            typed.pop((ref, attribute), None)
+    for entity in named:
+        still = [privacy.telling_words(c) for c in living if _mentions(c, entity.name)]
+        cut = [
+            key
+            for key, value in entity.attributes.items()
+            if (words := _value_words(key, str(value)))
+            and words <= said_words
+            and not any(words <= other for other in still)
+            and typed.get((entity.pk, key)) != value
+        ]
+        if not cut and (entity.attributes or still):
+            continue
+        changed += 1
+        if not still and not set(entity.attributes) - set(cut):
+            scrub_history(user_id=user_id, entity_ids=[entity.pk])
+            _event(entity, "deleted", actor)
+            entity.delete()
+            continue
+        EntityEvent.objects.filter(user_id=user_id, entity_ref=entity.pk, attribute__in=cut).update(
+            attribute="", old_value="", new_value=""
+        )
+        _event(entity, "updated", actor)
+        entity.attributes = {k: v for k, v in entity.attributes.items() if k not in cut}
+        entity.save(update_fields=["attributes"])
+    return changed
+
+
+def _unlearn_pending(user_id: int, said: str, said_words: set[str]) -> int:
+    """The same cut in the entities waiting with pending items (learned on approval)."""
+    changed = 0
+    for pk, own, waiting in (
+        PendingMemory.objects.filter(user_id=user_id)
+        .exclude(entities=[])
+        .values_list("pk", "content", "entities")
+    ):
+        own_words = privacy.telling_words(own)
+        kept = []
+        for data in waiting if isinstance(waiting, list) else []:
+            name = str(data.get("name", "")) if isinstance(data, dict) else ""
+            if not name or not _mentions(said, name):
+                kept.append(data)
+                continue
+            attributes = {
+                key: value
+                for key, value in (data.get("attributes") or {}).items()
+                if not (
+                    (words := _value_words(key, str(value)))
+                    and words <= said_words
+                    and not words <= own_words
+                )
+            }
+            if attributes or _mentions(own, name):
+                kept.append({**data, "attributes": attributes})
+        if kept != waiting:
+            PendingMemory.objects.filter(user_id=user_id, pk=pk).update(entities=kept)
+            changed += 1
+    return changed

@@ -93,9 +93,15 @@ def _remove(ids: list[int], counts: dict[str, int], kind: str, **still: Any) -> 
         for user_id, contents in texts.items():
             services.unlink_recall_keys(user_id=user_id, texts=contents)
         # Nor the quotes of those learned from the same message its sentences.
+        going = [pk for pk, *_ in rows]
         for _, user_id, content, message_id, excerpt in rows:
             services.unquote(
-                user_id=user_id, source_message_id=message_id, excerpt=excerpt, content=content
+                user_id=user_id,
+                source_message_id=message_id,
+                excerpt=excerpt,
+                content=content,
+                forgotten=going,
+                actor=MemoryEvent.Actor.RETENTION,
             )
         Memory.objects.filter(pk__in=[pk for pk, *_ in rows]).delete()
     counts[kind] = counts.get(kind, 0) + len(rows)

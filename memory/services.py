@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from django.utils import timezone
 from config import llm
 from config.errors import DomainError
 from memory import embeddings, guards, privacy, retention, statements, when
+from memory import entities as entity_services
 from memory.entities import names_in as entity_names_in
 from memory.models import ConversationSummary, Memory, MemoryEvent
 
@@ -254,6 +256,8 @@ def forget(
             source_message_id=memory.source_message_id,
             excerpt=memory.source_excerpt,
             content=memory.content,
+            forgotten=[memory.pk],
+            actor=actor,
         )
         _event(memory, MemoryEvent.Action.DELETED, actor, source=source_message_id)
         memory.delete()
@@ -299,7 +303,15 @@ def _saying_sql() -> str:
     return " UNION ALL ".join(parts)
 
 
-def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, content: str) -> int:
+def unquote(
+    *,
+    user_id: int,
+    source_message_id: int | None,
+    excerpt: str,
+    content: str,
+    forgotten: Iterable[int] = (),
+    actor: str = MemoryEvent.Actor.USER,
+) -> int:
     """Take a forgotten memory's (or rejected item's) words out of everything else derived
     from what the person said: the quotes of their other memories and pending items, from
     any message (a fact said again later is quoted there too), and their conversation
@@ -314,6 +326,8 @@ def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, conten
     changed is embedded again, so its vector no longer finds the forgotten words; one left
     empty stays as an empty row (never recalled, listed or exported), so the rolling summary
     starts after it and never reads them from the transcript again.
+    The entities the fact names lose what they learned from it, and go when nothing else is
+    left of them (`entities.unlearn`; `forgotten`: the memories going, `actor`: who forgets).
     The person's own messages keep their words (their chat history is theirs until they
     delete it). Every query is scoped to the person; call it
     in the transaction that deletes the memory or item. Returns the rows changed.
@@ -371,6 +385,9 @@ def unquote(*, user_id: int, source_message_id: int | None, excerpt: str, conten
                 update |= {"content": text, "embedding": embeddings.embed_one(text or title or "-")}
             ConversationSummary.objects.filter(user_id=user_id, pk=pk).update(**update)
             changed += 1
+    changed += entity_services.unlearn(
+        user_id=user_id, content=content, sentences=gone, forgotten=forgotten, actor=actor
+    )
     return changed
 
 

@@ -272,10 +272,19 @@ PET_FACT = f"My dog Bruno is allergic to {CANARY}"
 
 
 def _forget_in_the_chat(client: Client, memory: Memory) -> None:
-    conversation = chat_services.start_conversation(user=memory.user)
-    chat_services.send_message(
-        user=memory.user, conversation_id=conversation.pk, content=f"Forget that {PET_FACT}."
+    user = memory.user
+    _, reply = chat_services.send_message(
+        user=user,
+        conversation_id=chat_services.start_conversation(user=user).pk,
+        content=f"Forget that {PET_FACT}.",
     )
+
+    async def stream() -> None:
+        async for _ in chat_services.stream_reply(user=user, message_id=reply.pk):
+            pass
+
+    async_to_sync(stream)()
+    assert not Memory.objects.filter(pk=memory.pk).exists()
 
 
 def _forget_as_contradicted(client: Client, memory: Memory) -> None:
