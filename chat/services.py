@@ -25,7 +25,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connections, transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from accounts.services import user_cache_prefix
@@ -1104,6 +1104,11 @@ def summarize_conversation(*, conversation_id: int) -> bool:
     messages = [m for m in messages if m["learnable"]]
     if not messages:
         return False
+    read = messages
+    # Nor the sentences of facts the person forgot, nor the replies to them.
+    messages = memory_services.readable_messages(previous, messages)
+    if not messages:
+        return False
     transcript = "\n".join(
         f"{'Me' if m['role'] == Message.Role.USER else 'Assistant'}: {m['content'][:800]}"
         for m in messages
@@ -1134,7 +1139,7 @@ def summarize_conversation(*, conversation_id: int) -> bool:
     ).strip()
     if not text:
         return False
-    total = (previous.message_count if previous else 0) + len(messages)
+    total = (previous.message_count if previous else 0) + len(read)
     # The title is written from the first message: said while paused, it stays in the chat.
     opened_learnable = (
         Message.objects.for_user(conversation.user)
@@ -1149,7 +1154,7 @@ def summarize_conversation(*, conversation_id: int) -> bool:
             conversation_id=conversation.pk,
             conversation_title=conversation.title if opened_learnable else "",
             content=text,
-            last_message_id=messages[-1]["pk"],
+            last_message_id=read[-1]["pk"],
             message_count=total,
         )
     except memory_services.InvalidMemory:
@@ -1160,12 +1165,17 @@ def summarize_conversation(*, conversation_id: int) -> bool:
 def conversations_to_summarize(*, idle: timedelta, every: int) -> list[int]:
     """Conversations idle for `idle` with new messages, or `every` messages past their summary."""
     now = timezone.now()
-    candidates = Conversation.objects.filter(
-        incognito=False,
-        user__memory_enabled=True,
-        user__ask_before_remembering=False,
-        updated_at__gte=now - timedelta(days=7),
-    ).values_list("pk", "updated_at")
+    candidates = (
+        Conversation.objects.filter(
+            incognito=False, user__memory_enabled=True, user__ask_before_remembering=False
+        )
+        # Recent ones, and any whose summary a forget emptied to be read again.
+        .filter(
+            Q(updated_at__gte=now - timedelta(days=7))
+            | Q(pk__in=memory_services.summaries_to_rebuild())
+        )
+        .values_list("pk", "updated_at")
+    )
     due = []
     for conversation_id, updated_at in candidates[:2000]:
         summary = memory_services.summary_for_conversation(conversation_id=conversation_id)

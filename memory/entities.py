@@ -246,6 +246,8 @@ def unlearn(
     sentences: Iterable[str] = (),
     forgotten: Iterable[int] = (),
     actor: str = MemoryEvent.Actor.USER,
+    entity_ids: list[int] | None = None,
+    pending: list[tuple[int, str, Any]] | None = None,
 ) -> int:
     """A fact was forgotten (or a proposal of it rejected): what the person's entities learned
     from it goes too. Returns the entities (and pending items) changed.
@@ -260,23 +262,36 @@ def unlearn(
     everything Mnemo knew of it came from what was forgotten. The words also go from the
     entity's history (it keeps that a change happened, when and by whom), and from the
     copies of entities waiting with the person's pending items. Scoped to the person; call it
-    in the transaction that forgets.
+    in the transaction that forgets. `entity_ids` (the entities whose name is in the text) and
+    `pending` (id, content, entities of the items that may hold its words), when the caller
+    read them already (`services.unquote`, in its one statement), save two queries.
     """
     said = " ".join([content, *sentences])
     said_words = privacy.telling_words(said)
     if not said_words:
         return 0
     forgotten = list(forgotten)
-    changed = _unlearn_pending(user_id, said, said_words)
+    if pending is None:
+        pending = list(
+            PendingMemory.objects.filter(user_id=user_id)
+            .exclude(entities=[])
+            .values_list("pk", "content", "entities")
+        )
+    changed = _unlearn_pending(user_id, said, said_words, pending)
     # Candidates by SQL (the name inside the forgotten text), confirmed word by word here.
-    named = [
-        entity
-        for entity in Entity.objects.select_for_update()
-        .filter(user_id=user_id)
-        .annotate(at=StrIndex(Lower(Value(said)), Lower("name")))
-        .filter(at__gt=0)
-        if _mentions(said, entity.name)
-    ]
+    if entity_ids is None:
+        inside = (
+            Entity.objects.filter(user_id=user_id)
+            .annotate(at=StrIndex(Lower(Value(said)), Lower("name")))
+            .filter(at__gt=0)
+            .values("pk")
+        )
+        candidates = Entity.objects.filter(user_id=user_id, pk__in=inside)
+    elif entity_ids:
+        candidates = Entity.objects.filter(user_id=user_id, pk__in=entity_ids)
+    else:
+        return changed
+    named = [entity for entity in candidates.select_for_update() if _mentions(said, entity.name)]
     if not named:
         return changed
     naming = Q()
@@ -327,14 +342,12 @@ def unlearn(
     return changed
 
 
-def _unlearn_pending(user_id: int, said: str, said_words: set[str]) -> int:
+def _unlearn_pending(
+    user_id: int, said: str, said_words: set[str], pending: list[tuple[int, str, Any]]
+) -> int:
     """The same cut in the entities waiting with pending items (learned on approval)."""
     changed = 0
-    for pk, own, waiting in (
-        PendingMemory.objects.filter(user_id=user_id)
-        .exclude(entities=[])
-        .values_list("pk", "content", "entities")
-    ):
+    for pk, own, waiting in pending:
         own_words = privacy.telling_words(own)
         kept = []
         for data in waiting if isinstance(waiting, list) else []:

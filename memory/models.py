@@ -269,6 +269,10 @@ class ConversationSummary(models.Model):
     # The newest message the summary covers: the next summary starts after it.
     last_message_id = models.BigIntegerField()
     message_count = models.PositiveIntegerField(default=0)
+    # {message id: [[start, end], …]}: where the conversation's messages say facts the person
+    # had forgotten (positions only, never words). A summary never reads those sentences,
+    # nor the reply to a message that held one (memory.services.readable_messages).
+    forgotten_spans = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

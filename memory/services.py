@@ -5,6 +5,8 @@ Every function takes the user explicitly and scopes every query to them in SQL.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import time
 from collections.abc import Iterable
@@ -25,7 +27,7 @@ from config.errors import DomainError
 from memory import embeddings, guards, privacy, retention, statements, when
 from memory import entities as entity_services
 from memory.entities import names_in as entity_names_in
-from memory.models import ConversationSummary, Memory, MemoryEvent
+from memory.models import ConversationSummary, Entity, Memory, MemoryEvent
 
 
 class MemoryRequestError(DomainError):
@@ -300,6 +302,24 @@ def _saying_sql() -> str:
         f"AND ({_SAYING.format(column='content')} "
         f"OR {_SAYING.format(column='conversation_title')})"
     )
+    # The person's messages that say it, in conversations that can be summarized.
+    message = quote(apps.get_model("chat", "Message")._meta.db_table)
+    parts.append(
+        f"SELECT 'message', m.id, m.conversation_id::text, m.content, '' "  # noqa: S608
+        f"FROM {message} m JOIN {quote(tables['conversation'])} c ON c.id = m.conversation_id "
+        f"WHERE m.user_id = %(user_id)s AND c.user_id = %(user_id)s AND NOT c.incognito "
+        f"AND m.role = 'user' AND {_SAYING.format(column='m.content')}"
+    )
+    # The entities it names, and the pending items whose waiting entities may hold it.
+    parts.append(
+        f"SELECT 'entity', id, '', '', '' FROM {quote(Entity._meta.db_table)} "  # noqa: S608
+        f"WHERE user_id = %(user_id)s AND strpos(lower(%(said)s), lower(name)) > 0"
+    )
+    parts.append(
+        f"SELECT 'entities', id, content, entities::text, '' "  # noqa: S608
+        f"FROM {quote(tables['pending'])} WHERE user_id = %(user_id)s "
+        f"AND entities <> '[]'::jsonb AND entities::text ILIKE ANY(%(words)s)"
+    )
     return " UNION ALL ".join(parts)
 
 
@@ -348,6 +368,7 @@ def unquote(
             _saying_sql(),
             {
                 "user_id": user_id,
+                "said": " ".join([content, *gone]),
                 "words": [_like(word) for word in words],
                 "sentences": [_like(sentence) for sentence in gone],
             },
@@ -358,8 +379,17 @@ def unquote(
         "memory": Memory,
         "pending": PendingMemory,
     }
+    messages: list[tuple[int, int, str]] = []
+    entity_ids: list[int] = []
+    pending: list[tuple[int, str, Any]] = []
     for place, pk, own, said, named in rows:
-        if place in quoting:
+        if place == "message":
+            messages.append((pk, int(own), said))
+        elif place == "entity":
+            entity_ids.append(pk)
+        elif place == "entities":
+            pending.append((pk, own, json.loads(said)))
+        elif place in quoting:
             if privacy.says(own, content):
                 continue  # another memory (or proposal) of the fact: the person's to answer
             cut = privacy.without_statement(said, content, gone)
@@ -385,10 +415,106 @@ def unquote(
                 update |= {"content": text, "embedding": embeddings.embed_one(text or title or "-")}
             ConversationSummary.objects.filter(user_id=user_id, pk=pk).update(**update)
             changed += 1
+    changed += _unsay_in_conversations(user_id, content, gone, messages)
     changed += entity_services.unlearn(
-        user_id=user_id, content=content, sentences=gone, forgotten=forgotten, actor=actor
+        user_id=user_id,
+        content=content,
+        sentences=gone,
+        forgotten=forgotten,
+        actor=actor,
+        entity_ids=entity_ids,
+        pending=pending,
     )
     return changed
+
+
+@functools.cache
+def _blank_vector() -> list[float]:
+    """The vector of an emptied summary (never recalled): not of the words it held."""
+    return embeddings.embed_one("-")
+
+
+def _saying_spans(text: str, content: str, gone: list[str]) -> list[list[int]]:
+    """Where in `text` the sentences that say `content` (or hold a `gone` sentence) are."""
+    spans = []
+    for start, end in privacy.sentences(text):
+        sentence = " ".join(text[start:end].split())
+        if sentence and privacy.without_statement(sentence, content, gone) != sentence:
+            spans.append([start, end])
+    return spans
+
+
+def _unsay_in_conversations(
+    user_id: int, content: str, gone: list[str], messages: list[tuple[int, int, str]]
+) -> int:
+    """A summary reworded by the model may say the fact in words `privacy.says` cannot
+    match; the sound cut is the source. Of the person's `messages` (id, conversation, text)
+    that may say the forgotten fact (`_saying_sql`), records where they say it (positions
+    only) on their conversation's summary, so no summary reads those sentences again
+    (`readable_messages`). A summary that had already read one is emptied and rebuilt from
+    the start of its conversation by the next summary run, without them. Returns the
+    summaries changed."""
+    rows = messages
+    said: dict[int, dict[str, list[list[int]]]] = {}
+    for message_id, conversation_id, text in rows:
+        spans = _saying_spans(text, content, gone)
+        if spans:
+            said.setdefault(conversation_id, {})[str(message_id)] = spans
+    if not said:
+        return 0
+    summaries = {
+        summary.conversation_id: summary
+        for summary in ConversationSummary.objects.select_for_update().filter(
+            user_id=user_id, conversation_id__in=list(said)
+        )
+    }
+    for conversation_id, where in said.items():
+        summary = summaries.get(conversation_id)
+        if summary is None:
+            # Not summarized yet: a marker (never recalled, listed or exported) holds where.
+            summary = ConversationSummary(
+                user_id=user_id,
+                conversation_id=conversation_id,
+                content="",
+                embedding=_blank_vector(),
+                last_message_id=0,
+            )
+        read = any(int(pk) <= summary.last_message_id for pk in where)
+        summary.forgotten_spans = {**summary.forgotten_spans, **where}
+        if read and summary.content:
+            # Everything it says is read again, without them, by the next summary run.
+            summary.content, summary.embedding = "", _blank_vector()
+            summary.last_message_id, summary.message_count = 0, 0
+        summary.save()
+    return len(said)
+
+
+def readable_messages(summary: ConversationSummary | None, messages: list[Any]) -> list[Any]:
+    """The messages (dicts with pk, role, content) a summary may read: without the sentences
+    of facts the person forgot, and without the reply to a message that held one (a reply
+    may repeat the fact in other words). Messages left empty are left out."""
+    spans = summary.forgotten_spans if summary is not None else {}
+    if not spans:
+        return messages
+    kept = []
+    after_forgotten = False
+    for message in messages:
+        if message["role"] != "user":
+            if not after_forgotten:
+                kept.append(message)
+            continue
+        cut = spans.get(str(message["pk"]))
+        after_forgotten = bool(cut)
+        if cut:
+            text, parts, position = message["content"], [], 0
+            for start, end in sorted(cut):
+                parts.append(text[position:start])
+                position = max(position, end)
+            parts.append(text[position:])
+            message = {**message, "content": " ".join(" ".join(parts).split())}
+        if message["content"]:
+            kept.append(message)
+    return kept
 
 
 def forget_all(*, user: Any) -> int:
@@ -558,6 +684,14 @@ def save_summary(
         },
     )
     return summary
+
+
+def summaries_to_rebuild() -> Any:
+    """The conversations (ids, as a subquery) whose summary a forget emptied to be rebuilt
+    (`_unsay_in_conversations`): for the summary sweep, across people; it writes nothing."""
+    return ConversationSummary.objects.filter(content="", last_message_id=0).values(
+        "conversation_id"
+    )
 
 
 def summary_for(*, user: Any, conversation_id: int) -> ConversationSummary | None:

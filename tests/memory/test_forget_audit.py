@@ -170,6 +170,12 @@ def _said_twice(user: Any, fake_llm: FakeLLM, settings: Any) -> tuple[Memory, Me
     return allergy, memories.get(content__contains="Berlin"), memories.get(content__contains="bees")
 
 
+def _summary_run() -> None:
+    """The summary sweep, as the scheduled task runs it (any idle conversation is due)."""
+    for conversation_id in chat_services.conversations_to_summarize(idle=timedelta(0), every=1):
+        chat_services.summarize_conversation(conversation_id=conversation_id)
+
+
 def _forget_on_the_page(client: Client, memory: Memory) -> None:
     assert client.post(reverse("memory:delete", args=[memory.pk])).status_code == 200
 
@@ -213,15 +219,21 @@ def test_a_fact_said_twice_and_summarised_leaves_no_copy_outside_the_chat_once_f
     bees.refresh_from_db()
     assert berlin.source_excerpt == "I live in Berlin."
     assert (bees.content, bees.source_excerpt) == ("I keep bees.", "")
+    # Both summaries had read a message saying it (they might say it in words of their
+    # own): emptied, and rebuilt by the next summary run from their conversations without
+    # its sentences.
     summaries = ConversationSummary.objects.filter(user=user).order_by("conversation_id")
-    assert list(summaries.values_list("content", flat=True)) == [
-        "I live in Berlin.",
-        "My hive is on the roof.",
-    ]
+    assert list(summaries.values_list("content", flat=True)) == ["", ""]
     assert MemoryEvent.objects.filter(memory_ref=allergy.pk, action="deleted").exists()
     # Recall and the prompt of a later chat find nothing of it.
     recalled = memory_services.recall(user=user, query=f"What am I allergic to? {CANARY}")
     assert all(NEEDLE not in item.content.lower() for item in recalled.considered)
+    _summary_run()
+    assert list(summaries.values_list("content", flat=True)) == [
+        "I live in Berlin.",
+        "My hive is on the roof.",
+    ]
+    assert set(_columns_holding(NEEDLE)) <= CHAT_HISTORY
 
     # The second conversation goes on: its next summary does not read the words again.
     second = Conversation.objects.filter(user=user).order_by("-id").first()
@@ -342,3 +354,53 @@ def test_a_forgotten_fact_about_a_pet_leaves_no_attribute_or_entity_holding_it(
     assert _columns_holding("Bruno").keys() <= CHAT_HISTORY
     assert Entity.objects.filter(user=user, name="Berlin").exists()
     assert Memory.objects.filter(user=user, content__contains="Berlin").exists()
+
+
+# --- A summary that says the fact in words of its own ---
+
+
+def _rewording_model(request: dict[str, Any]) -> str | dict[str, Any]:
+    """As `_model`, but its summaries say the allergy in other words (no word-match finds)."""
+    reply = _model(request)
+    if isinstance(reply, str) and request["messages"][-1]["content"].startswith("Summarize"):
+        return reply.replace("I'm allergic to", "I stay away from").replace(
+            "allergic to", "avoiding"
+        )
+    return reply
+
+
+def test_a_summary_rewording_a_forgotten_fact_is_rebuilt_without_it(
+    user: Any, user_client: Client, fake_llm: FakeLLM, settings: Any
+) -> None:
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
+    fake_llm.responder = _rewording_model
+    first = chat_services.start_conversation(user=user)
+    _turn(user, first, FIRST)
+    summary = ConversationSummary.objects.get(conversation_id=first.pk)
+    assert summary.content == f"I live in Berlin. I stay away from {CANARY}."
+    # Said again in a conversation not summarized yet when the fact is forgotten.
+    later = chat_services.start_conversation(user=user)
+    _, reply = chat_services.send_message(
+        user=user, conversation_id=later.pk, content=f"I keep bees. {FACT}"
+    )
+    Message.objects.filter(pk=reply.pk).update(status="complete", content=f"So, no {CANARY}!")
+    assert not ConversationSummary.objects.filter(conversation_id=later.pk).exists()
+    allergy = Memory.objects.get(user=user, content__icontains=CANARY)
+
+    _forget_through_the_api(user_client, allergy)
+
+    assert set(_columns_holding(NEEDLE)) <= CHAT_HISTORY
+    assert _export_parts_holding(user, NEEDLE) == set()
+    summary.refresh_from_db()
+    assert (summary.content, summary.last_message_id) == ("", 0)
+    # The sweep rebuilds it from the conversation without the fact's sentence (nor the
+    # reply to it), and the later conversation's first summary never reads it either.
+    _summary_run()
+    summary.refresh_from_db()
+    assert summary.content == "I live in Berlin."
+    assert ConversationSummary.objects.get(conversation_id=later.pk).content == "I keep bees."
+    assert set(_columns_holding(NEEDLE)) <= CHAT_HISTORY
+    # The conversations go on, and their summaries roll forward as before.
+    _turn(user, first, "I also grow tomatoes.")
+    assert summary.__class__.objects.get(pk=summary.pk).content == "I also grow tomatoes."
+    assert set(_columns_holding(NEEDLE)) <= CHAT_HISTORY
