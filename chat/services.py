@@ -66,6 +66,21 @@ class NotRetryable(ChatError):
     status = 409
 
 
+class SecretTitle(ChatError):
+    """A title is shown everywhere and exported: never with a secret in it."""
+
+    status = 400
+
+
+def _checked_title(title: str) -> str:
+    if memory_privacy.contains_secret(title):
+        raise SecretTitle(
+            "This title looks like it holds a secret (a password, code, key, card, account or "
+            "id number). Mnemo never stores secrets: choose another title."
+        )
+    return title
+
+
 # --- Conversations ---
 
 
@@ -86,7 +101,10 @@ def start_conversation(
 ) -> Conversation:
     """Raises UnknownEndpoint for an endpoint name that is not configured."""
     return Conversation.objects.create(
-        user=user, incognito=incognito, title=title[:120], endpoint=checked_endpoint(endpoint)
+        user=user,
+        incognito=incognito,
+        title=_checked_title(title[:120]),
+        endpoint=checked_endpoint(endpoint),
     )
 
 
@@ -110,7 +128,7 @@ def rename_conversation(*, user: Any, conversation_id: int, title: str) -> Conve
     if len(title) > 120:
         raise MessageTooLong("A title can be at most 120 characters.")
     conversation = Conversation.objects.for_user(user).get(pk=conversation_id)
-    conversation.title = title
+    conversation.title = _checked_title(title)
     conversation.save(update_fields=["title"])
     return conversation
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import weakref
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -171,22 +172,39 @@ def async_client(target: Target | None = None) -> openai.AsyncOpenAI:
     return client
 
 
+_IDENTIFIER = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _kind(exc: Exception) -> str:
+    """What went wrong, by kinds only: the exception class and, for an HTTP error, its status
+    and the provider's error type and code. Never the provider's message, which may quote
+    the request (the person's words, a secret they typed): the detail is logged (a reply's
+    failure, a task's retry) and logs carry kinds, never text."""
+    parts = [type(exc).__name__]
+    if isinstance(exc, openai.APIStatusError):
+        parts.append(str(exc.status_code))
+        for label in (exc.type, exc.code):
+            if isinstance(label, str) and label:
+                parts.append(_IDENTIFIER.sub("", label)[:40])
+    return " ".join(parts)
+
+
 def _translate(exc: Exception) -> LLMError:
     if isinstance(exc, LLMError):
         return exc
     if isinstance(exc, openai.APITimeoutError):
-        return LLMTimeout(str(exc))
+        return LLMTimeout(_kind(exc))
     if isinstance(exc, openai.RateLimitError):
-        return LLMRateLimited(str(exc))
+        return LLMRateLimited(_kind(exc))
     if isinstance(exc, openai.APIConnectionError):
-        return LLMUnavailable(str(exc))
+        return LLMUnavailable(_kind(exc))
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500:
-            return LLMServerError(f"{exc.status_code}: {exc.message}")
-        return LLMError(f"{exc.status_code}: {exc.message}")
+            return LLMServerError(_kind(exc))
+        return LLMError(_kind(exc))
     if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError | ValueError):
-        return LLMBadResponse(str(exc))
-    return LLMError(f"{type(exc).__name__}: {exc}")
+        return LLMBadResponse(_kind(exc))
+    return LLMError(_kind(exc))
 
 
 def list_models(*, timeout: float = 5.0, background: bool = False) -> list[str]:
@@ -328,7 +346,7 @@ def _translate_mid_stream(exc: Exception) -> LLMError:
     if isinstance(exc, openai.APITimeoutError):
         return LLMTimeout(str(exc))
     if isinstance(exc, openai.APIConnectionError):
-        return LLMStreamCut(f"{type(exc).__name__}: {exc}")
+        return LLMStreamCut(_kind(exc))
     return _translate(exc)
 
 

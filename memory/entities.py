@@ -38,12 +38,31 @@ def refused(text: str) -> bool:
     return privacy.contains_secret(text) or privacy.is_injection(text)
 
 
+# A key that says its value is a credential: whatever the value, it is one ("wifi password":
+# "correct horse battery staple", whose first word reads as a description in a sentence).
+_CREDENTIAL_KEY = re.compile(
+    r"(?:[\w'-]+\s+){0,3}(?:pass(?:word|phrase|code)|pass[ -](?:word|phrase)|pwd?|passwort|"
+    r"contrase[ñn]a|mot de passe|pin(?: code| number)?|(?:seed|recovery|secret) (?:phrase|words?)|"
+    r"security answer|cvv2?|cvc2?)s?",
+    re.IGNORECASE,
+)
+
+
+def refused_attribute(key: str, value: str) -> bool:
+    """An attribute Mnemo never keeps: read with its key ("pin": "4512" is a PIN even though
+    "4512" alone is not), and any value of a credential's key."""
+    return (
+        refused(key)
+        or refused(f"{key} is {value}")
+        or bool(value.strip() and _CREDENTIAL_KEY.fullmatch(" ".join(key.split())))
+    )
+
+
 def _check(name: str | None, attributes: dict[str, str]) -> None:
     if name is not None and refused(name):
         raise InvalidEntity("This name looks like a secret or an instruction; it is not kept.")
     for key, value in attributes.items():
-        # Read with its key: "pin": "4512" is a PIN even though "4512" alone is not.
-        if refused(key) or refused(f"{key} is {value}"):
+        if refused_attribute(key, value):
             raise InvalidEntity(
                 f"“{key}” looks like a secret (a password, code, key or id number); "
                 "Mnemo never stores secrets."

@@ -251,8 +251,7 @@ def screen_entities(
             key: value
             for key, value in entity.attributes.items()
             # The same test as the entity service's, so what passes here is never refused there.
-            if not entity_services.refused(key)
-            and not entity_services.refused(f"{key} is {value}")
+            if not entity_services.refused_attribute(key, value)
             and not _holds_any(value, secret_values)
             and not _said_inside_a_secret(value, source, findings)
             and guards.is_grounded(value, source, threshold=0.6)

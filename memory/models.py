@@ -271,7 +271,8 @@ class ConversationSummary(models.Model):
     message_count = models.PositiveIntegerField(default=0)
     # {message id: [[start, end], …]}: where the conversation's messages say facts the person
     # had forgotten (positions only, never words). A summary never reads those sentences,
-    # nor the reply to a message that held one (memory.services.readable_messages).
+    # nor the reply to a message that held one (memory.services.readable_messages). "floor":
+    # a summary older than these records is rebuilt only from after that message.
     forgotten_spans = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

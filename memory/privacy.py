@@ -291,7 +291,8 @@ _CODE = (
     r"codes?|combination|combo|cvv2?|cvc2?|csc)"
 )
 _SEPARATOR = (
-    r"(?:\s*(?:is|was|are|were|will be|set to|changed to|reads|to)?\s*(?:[:=\-\u2192]|->)?\s*)"
+    r"(?:\s*(?:(?:is|was|are|were|will be|set to|changed to|reads|to|es|era|ist|war|est|"
+    r"était)(?!\w))?\s*(?:[:=\-\u2192]|->)?\s*)"
 )
 # "password *for the intranet* is …", "mot de passe *du portail*: …"
 _QUALIFIER = (
@@ -309,6 +310,19 @@ _PASSPHRASE_RE = re.compile(
     rf"\b(?:pass[ -]?phrase|seed phrase|recovery phrase|mnemonic|secret phrase){_QUALIFIER}"
     rf"(?:\s+\w+){{0,2}}?\s*(?:is|was|are|=|:)\s*:?\s*['\"\u201c\u2018]?"
     rf"(?P<value>[a-z]+(?:[ -][a-z]+){{2,23}})",
+    re.IGNORECASE,
+)
+# "password: correct horse battery staple" (a first word may be one that usually describes
+# a password, "correct"): three or more plain words after an explicit ":" or "=".
+_WORDS_PASSWORD_RE = re.compile(
+    r"\b(?:pass(?:word|phrase)s?|pass[ -](?:word|phrase)|pwd?|mot de passe|contrase[ñn]a|"
+    rf"passwort){_QUALIFIER}\s*[:=]\s*['\"\u201c\u2018]?(?P<value>[a-z]+(?:[ -][a-z]+){{2,11}})",
+    re.IGNORECASE,
+)
+# A wallet's recovery words written after "seed"/"wallet" and a colon: twelve or more words.
+_SEED_WORDS_RE = re.compile(
+    r"\b(?:seed|wallet|bip-?39)\b[^.!?\n:=]{0,30}[:=]\s*"
+    r"(?P<value>[a-z]+(?:[ ,-]+[a-z]+){11,23})",
     re.IGNORECASE,
 )
 _QUOTED_PASSPHRASE_RE = re.compile(
@@ -358,6 +372,7 @@ _NOT_A_PASSWORD = re.compile(
 )
 _PASSWORD_CONTEXT = re.compile(
     r"\b(?:pass(?:word|wd|phrase)?s?|pwd?|log ?in|login|sign ?in|credentials?|wi-?fi|wlan|"
+    r"contrase[ñn]a|passwort|mot de passe|"
     r"wpa|unlock)\b",
     re.IGNORECASE,
 )
@@ -382,7 +397,13 @@ def _strip_trailing(text: str, start: int, end: int) -> int:
 
 
 # Plain words that describe a password rather than being one ("stolen", "terrible").
-_DESCRIPTIVE = re.compile(r"(?:ed|en|ing|ible|able|ly|ful|less|ous|ive|ish|est|er)$")
+# Not every "-er": "sunflower", "summer" and "tiger" are passwords, "longer" describes one.
+_DESCRIPTIVE = re.compile(
+    r"(?:ed|en|ing|ible|able|ly|ful|less|ous|ive|ish|est)$|^(?:longer|stronger|weaker|safer|"
+    r"better|shorter|easier|harder|simpler|newer|older|greater|smaller|larger|tougher|bigger|"
+    r"clever|never|over|under|other|either|neither|whatever|together|rather|later|proper|"
+    r"sooner|quicker|faster|slower|lower|upper|fewer|higher|cooler|nicer|cleaner|clearer)$"
+)
 _PASSWORD_WORDS = re.compile(
     r"pass(?:word|wd|code)?s?|pass[ -]word|pwd?|mot de passe|contrase[ñn]a|passwort", re.I
 )
@@ -410,12 +431,22 @@ def _is_password_value(match: re.Match[str]) -> bool:
 
 
 def _rules(text: str) -> Iterator[Finding]:
-    for match in _PASSWORD_RE.finditer(text):
+    # Not finditer: a rejected match must not swallow the next keyword ("wifi password is
+    # sunflower" is first read as keyword "wifi", value "password", and rejected).
+    position = 0
+    while match := _PASSWORD_RE.search(text, position):
         if _is_password_value(match):
             start = match.start("value")
             yield Finding("password", start, _strip_trailing(text, start, match.end("value")))
-    for regex in (_PASSPHRASE_RE, _QUOTED_PASSPHRASE_RE):
+            position = match.end()
+        else:
+            position = match.end("keyword")
+    for regex in (_PASSPHRASE_RE, _QUOTED_PASSPHRASE_RE, _SEED_WORDS_RE):
         for match in regex.finditer(text):
+            yield Finding("passphrase", match.start("value"), match.end("value"))
+    for match in _WORDS_PASSWORD_RE.finditer(text):
+        words = re.split(r"[ -]", match.group("value").lower())
+        if sum(word not in _NOT_A_VALUE for word in words) >= 3:
             yield Finding("passphrase", match.start("value"), match.end("value"))
     for match in _VALUE_BEFORE_RE.finditer(text):
         if _looks_like_value(match.group("value")):

@@ -482,9 +482,12 @@ def _unsay_in_conversations(
         read = any(int(pk) <= summary.last_message_id for pk in where)
         summary.forgotten_spans = {**summary.forgotten_spans, **where}
         if read and summary.content:
-            # Everything it says is read again, without them, by the next summary run.
+            # Everything it says is read again, without them, by the next summary run: from
+            # the start, or after what it read before positions were recorded (its "floor",
+            # set by the migration: facts forgotten then may still be in those messages).
             summary.content, summary.embedding = "", _blank_vector()
-            summary.last_message_id, summary.message_count = 0, 0
+            summary.last_message_id = int(summary.forgotten_spans.get("floor", 0))
+            summary.message_count = 0
         summary.save()
     return len(said)
 
@@ -504,6 +507,8 @@ def readable_messages(summary: ConversationSummary | None, messages: list[Any]) 
                 kept.append(message)
             continue
         cut = spans.get(str(message["pk"]))
+        if not isinstance(cut, list):
+            cut = []
         after_forgotten = bool(cut)
         if cut:
             text, parts, position = message["content"], [], 0
@@ -689,9 +694,7 @@ def save_summary(
 def summaries_to_rebuild() -> Any:
     """The conversations (ids, as a subquery) whose summary a forget emptied to be rebuilt
     (`_unsay_in_conversations`): for the summary sweep, across people; it writes nothing."""
-    return ConversationSummary.objects.filter(content="", last_message_id=0).values(
-        "conversation_id"
-    )
+    return ConversationSummary.objects.filter(content="", message_count=0).values("conversation_id")
 
 
 def summary_for(*, user: Any, conversation_id: int) -> ConversationSummary | None:

@@ -500,3 +500,22 @@ def test_a_second_signed_in_person_sees_only_their_own_data(user: Any, user_clie
     assert [c["title"] for c in second_client.get(_url()).json()["results"]] == ["Theirs"]
     assert second_client.get(_url(mine.pk)).status_code == 404
     assert user_client.get(_url(created["id"])).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "title",
+    ["wifi password is Hunter2-Kestrel!", "AWS AKIAIOSFODNN7EXAMPLE", "Card 4111 1111 1111 1111"],
+)
+def test_a_title_holding_a_secret_is_refused_on_creation_and_rename(
+    user: Any, user_client: Client, title: str
+) -> None:
+    conversation = _conversation(user, "Old")
+
+    renamed = user_client.patch(_url(conversation.pk), {"title": title}, content_type=JSON)
+    created = user_client.post(_url(), {"title": title}, content_type=JSON)
+
+    assert (renamed.status_code, created.status_code) == (400, 400)
+    assert "secret" in renamed.json()["detail"]
+    conversation.refresh_from_db()
+    assert conversation.title == "Old"
+    assert list(Conversation.objects.filter(user=user).values_list("title", flat=True)) == ["Old"]

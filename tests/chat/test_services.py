@@ -18,7 +18,7 @@ from chat import services
 from chat.models import Conversation, Message
 from config import llm
 from tests.factories import UserFactory
-from tests.fake_llm import FakeLLM
+from tests.fake_llm import FakeLLM, error_body
 
 pytestmark = pytest.mark.django_db
 
@@ -352,6 +352,31 @@ def test_the_streamed_request_carries_the_prompt_and_the_chat_model(
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Hi"},
     ]
+
+
+@stream_db
+@pytest.mark.parametrize("status", [400, 500])
+def test_a_provider_error_quoting_the_request_leaves_its_words_out_of_the_logs(
+    user: Any, fake_llm: FakeLLM, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    secret = "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e"
+    said = f"My key is {secret}, keep it"
+    conversation = _conversation(user)
+    _, reply = services.send_message(user=user, conversation_id=conversation.pk, content=said)
+    # Some OpenAI-compatible servers echo the offending input in their error message.
+    fake_llm.fail(status, body=error_body(status, f"Input should be valid: {said!r}"))
+
+    with caplog.at_level("DEBUG"):
+        _stream(user, reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.FAILED
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert failed, [r.getMessage() for r in caplog.records]
+    assert str(status) in failed[0].getMessage()
+    assert all(secret not in r.getMessage() and "keep it" not in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    assert secret not in reply.error
 
 
 @stream_db

@@ -404,3 +404,30 @@ def test_a_summary_rewording_a_forgotten_fact_is_rebuilt_without_it(
     _turn(user, first, "I also grow tomatoes.")
     assert summary.__class__.objects.get(pk=summary.pk).content == "I also grow tomatoes."
     assert set(_columns_holding(NEEDLE)) <= CHAT_HISTORY
+
+
+def test_a_summary_older_than_the_recorded_positions_is_rebuilt_only_after_them(
+    user: Any, user_client: Client, fake_llm: FakeLLM, settings: Any
+) -> None:
+    settings.CHAT_RATE_LIMIT_PER_MINUTE = 0
+    fake_llm.responder = _rewording_model
+    conversation = chat_services.start_conversation(user=user)
+    _turn(user, conversation, "I live in Berlin.")
+    summary = ConversationSummary.objects.get(conversation_id=conversation.pk)
+    # As the migration leaves a summary written before: what it had read may hold facts
+    # forgotten then, whose sentences no record says; it is never read again.
+    floor = summary.last_message_id
+    ConversationSummary.objects.filter(pk=summary.pk).update(forgotten_spans={"floor": floor})
+    _turn(user, conversation, f"I keep bees. {FACT}")
+    summary.refresh_from_db()
+    assert summary.content == f"I keep bees. I stay away from {CANARY}."
+    allergy = Memory.objects.get(user=user, content__icontains=CANARY)
+
+    _forget_through_the_api(user_client, allergy)
+
+    summary.refresh_from_db()
+    assert (summary.content, summary.last_message_id) == ("", floor)
+    _summary_run()
+    summary.refresh_from_db()
+    assert summary.content == "I keep bees."
+    assert set(_columns_holding(NEEDLE)) <= CHAT_HISTORY

@@ -35,6 +35,21 @@ def test_redact_keeps_the_useful_fact_around_a_secret() -> None:
         ("gate code is 5566 and the dog is friendly", "the dog is friendly", "5566"),
         ("my mom's maiden name is Ferreira, she was from Braga", "she was from Braga", "Ferreira"),
         ("I use the password Tr0ub4dor everywhere", "everywhere", "Tr0ub4dor"),
+        # Found by an attacker's look (trust round), then fixed: a keyword read first and
+        # rejected ("wifi", value "password") no longer hides the next one; "-er" words are
+        # passwords unless comparatives; a phrase after "password:" whose first word is
+        # "correct"; Spanish; a wallet's twelve words.
+        ("My wifi password is sunflower", "My wifi password is", "sunflower"),
+        ("the wifi password: bluebird", "the wifi password:", "bluebird"),
+        ("my password is summer", "my password is", "summer"),
+        ("my password: correct horse battery staple", "my password:", "horse battery"),
+        ("mi contraseña es girasol77", "mi contraseña es", "girasol77"),
+        (
+            "my bitcoin seed: abandon ability able about above absent absorb abstract absurd "
+            "abuse access accident",
+            "my bitcoin seed:",
+            "absorb",
+        ),
     ],
 )
 def test_each_secret_is_replaced_and_its_sentence_otherwise_kept(
@@ -70,6 +85,11 @@ def test_a_finding_never_holds_the_secret_itself() -> None:
         "My UUID is 123e4567-e89b-12d3-a456-426614174000",
         "My grandmother's maiden name was Silva and she was from Braga",
         "I answered the security questions at the bank today",
+        "My password is longer now",
+        "My password is stronger than yours",
+        "The password: too weak to use",
+        "I planted seeds: tomato, basil and cucumber",
+        "I reset my wifi password yesterday",
     ],
 )
 def test_look_alikes_are_not_secrets(text: str) -> None:
@@ -198,6 +218,20 @@ def test_an_entity_attribute_holding_a_secret_is_refused_on_the_page_and_the_api
     assert entity.attributes == {}
     assert not EntityEvent.objects.filter(new_value__in=["9087", "4821"]).exists()
     assert Entity.objects.count() == 1
+    # Any value of a credential's key, even words that read as a description in a sentence.
+    for attributes in ({"wifi password": "correct horse battery staple"}, {"pin": "mango"}):
+        refused = user_client.patch(
+            reverse("api-entity", args=[entity.pk]),
+            data={"attributes": attributes},
+            content_type="application/json",
+        )
+        assert refused.status_code == 400, attributes
+    kept = user_client.patch(
+        reverse("api-entity", args=[entity.pk]),
+        data={"attributes": {"passion": "painting", "pet peeve": "noise"}},
+        content_type="application/json",
+    )
+    assert kept.status_code == 200
 
 
 # --- Quotes: the sentences of a message that say a memory ---
