@@ -5,7 +5,8 @@ conversations, each summarized (a summary quoting some of its messages' sentence
 read all of them), and 50 people/pets/places named by the facts. Forgets FORGETS memories,
 chosen at random, one transaction each, and prints p50 / p95 / max in ms with the load.
 
-Run: `.venv/bin/python bench/forget.py [database name]` from the repository root. It starts an
+Run: `.venv/bin/python bench/forget.py [database name] [--plain]` from the repository root
+(`--plain`: the facts name no entity). It starts an
 embedded PostgreSQL (unless DATABASE_URL is set), recreates the database (default
 bench_forget), migrates, seeds with the real local embedder for what forget embeds (random
 vectors for the seeded rows). Asserts nothing about time.
@@ -38,6 +39,8 @@ def _word(rng: random.Random) -> str:
 def main() -> None:
     common.bootstrap()
     name = sys.argv[1] if len(sys.argv) > 1 else "bench_forget"
+    # "--plain": facts name no entity ("I like …"), the common case; by default each names one.
+    plain = "--plain" in sys.argv[2:]
     bench_db = common.BenchDatabase("bench-forget")
     bench_db.start()
     import psycopg
@@ -83,7 +86,9 @@ def main() -> None:
             facts = []
             for _ in range(FACTS_PER_MESSAGE):
                 who = rng.choice(names)
-                facts.append(f"My friend {who} likes {_word(rng)} and {_word(rng)}.")
+                subject = "I" if plain else f"My friend {who}"
+                verb = "like" if plain else "likes"
+                facts.append(f"{subject} {verb} {_word(rng)} and {_word(rng)}.")
             text = " ".join(facts)
             message = Message.objects.create(
                 user=user,
@@ -159,7 +164,8 @@ def main() -> None:
     print(common.load_line())
     print(
         f"forget of one memory ({name}): {MEMORIES} memories, {CONVERSATIONS} summaries, "
-        f"{ENTITIES} entities, {FORGETS} forgets; ms p50 / p95 / max:"
+        f"{ENTITIES} entities ({'named by no fact' if plain else 'one named by each fact'}), "
+        f"{FORGETS} forgets; ms p50 / p95 / max:"
         f"{common.pcts(timings, (0.5, 0.95, 1.0))}; of it in SQL:"
         f"{common.pcts(in_sql, (0.5, 0.95, 1.0))}; statements (median) "
         f"{sorted(statements)[FORGETS // 2]}"
