@@ -276,3 +276,16 @@ def test_a_memory_with_more_words_than_an_index_entry_holds_is_kept_and_found_by
         stored, computed = cursor.fetchone()
     assert stored == computed > 1500
     assert [i.id for i in recalled.considered if i.text_position is not None] == [memory.pk]
+
+
+def test_the_query_vector_is_sent_as_each_component_formatted_with_7_significant_digits() -> None:
+    from memory.services import vector_literal
+
+    rng = np.random.default_rng(14)
+    for vector in [
+        list(_unit(rng, 1)[0]),
+        [float(x) for x in rng.standard_normal(384).astype(np.float32)],
+        [0.0, -0.0, 1e-30, -3.4e38, 0.1234567891, 1, 2.5e-7],
+        [],
+    ]:
+        assert vector_literal(vector) == "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
