@@ -15,8 +15,10 @@ vectors (distance ties), summaries and entities. Queries are worded with the mem
    Prints how many queries had text matches, a named time with dated memories, context lifts
    and always-on rows, and exits non-zero on any difference.
 2. With --timing N (and bench/recall.py's `recall_100u` database seeded): both statements and
-   the bare exact-scan floor, interleaved in a shuffled order query by query, on random people
-   with 1,000 memories and on the person with 10; p50/p95/p99 and ratios.
+   the bare exact-scan floor, prepared, each on its own connection, interleaved in a shuffled
+   order query by query, on random people with 1,000 memories and on the person with 10;
+   p50/p95/p99, ratios, and the CPU time each one's server process spent (from /proc: a
+   measure that depends far less on the machine's load than wall time).
 
 The base statement is read from `git show <base>:memory/services.py` (its RECALL_CTES and
 RECALL_SQL constants, evaluated without importing that module).
@@ -277,15 +279,37 @@ def equality(url: str, base_sql: str, count: int) -> int:
     return differ
 
 
+def backend_cpu_ms(pid: int) -> float:
+    """CPU time (user + system) the server process `pid` has used, ms (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def timing(url: str, base_sql: str, count: int) -> None:
+    """Wall time of each statement and the CPU time its server process spent (each statement
+    on its own connection, so the CPU time is its own; it depends far less on the load)."""
     import psycopg
 
     from accounts.models import User
     from memory import services
 
     rng = np.random.default_rng(7)
-    conn = psycopg.connect(url, autocommit=True)
-    conn.execute("SET plan_cache_mode = force_generic_plan")
+    statements = {
+        "floor": native(
+            "SELECT id FROM memory_memory WHERE user_id = %(user_id)s "
+            "ORDER BY embedding <=> %(embedding)s::vector LIMIT %(always)s"
+        ),
+        "base": native(base_sql),
+        "this": native(services.RECALL_SQL),
+    }
+    connections = {name: psycopg.connect(url, autocommit=True) for name in statements}
+    for conn in connections.values():
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+    pids = {
+        name: int(common.scalar(conn, "SELECT pg_backend_pid()"))
+        for name, conn in connections.items()
+    }
+    conn = connections["floor"]
     regular = [
         r[0]
         for r in conn.execute(
@@ -295,17 +319,9 @@ def timing(url: str, base_sql: str, count: int) -> None:
     small = common.scalar(
         conn, "SELECT user_id FROM memory_memory GROUP BY user_id HAVING count(*) = 10"
     )
-    statements = {
-        "floor": native(
-            "SELECT id FROM memory_memory WHERE user_id = %(user_id)s "
-            "ORDER BY embedding <=> %(embedding)s::vector LIMIT %(always)s"
-        ),
-        "base": native(base_sql),
-        "this": native(services.RECALL_SQL),
-    }
-    cursor = psycopg.RawCursor(conn)
     for who, users in (("1,000 memories", regular), ("10 memories", [small])):
         times: dict[str, list[float]] = {name: [] for name in statements}
+        cpu: dict[str, float] = dict.fromkeys(statements, 0.0)
         for number in range(count + 20):
             vector = rng.standard_normal(DIM)
             parameters = services.recall_parameters(
@@ -317,19 +333,26 @@ def timing(url: str, base_sql: str, count: int) -> None:
             order = list(statements.items())
             rng.shuffle(order)
             for name, (sql, names) in order:
+                cursor = psycopg.RawCursor(connections[name])
+                used = backend_cpu_ms(pids[name])
                 started = time.perf_counter()
                 cursor.execute(sql, [parameters[n] for n in names], prepare=True)
                 cursor.fetchall()
                 if number >= 20:
                     times[name].append((time.perf_counter() - started) * 1000)
+                    cpu[name] += backend_cpu_ms(pids[name]) - used
         floor = common.percentile(times["floor"], 0.5), common.percentile(times["floor"], 0.95)
         print(f"timing, {who}, {count} queries, {common.load_line()}")
         for name, values in times.items():
             p50, p95 = common.percentile(values, 0.5), common.percentile(values, 0.95)
             print(
                 f"   {name:6s} p50/p95/p99 {common.pcts(values)}   / floor "
-                f"{p50 / floor[0]:5.2f}x {p95 / floor[1]:5.2f}x"
+                f"{p50 / floor[0]:5.2f}x {p95 / floor[1]:5.2f}x   server CPU "
+                f"{cpu[name] / count:6.3f} ms a query "
+                f"({cpu[name] / cpu['floor']:4.2f}x the floor's)"
             )
+    for conn in connections.values():
+        conn.close()
 
 
 def main() -> None:
