@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from config import llm
 from memory import when
@@ -80,6 +81,40 @@ def test_bm25_statistics_come_from_the_persons_own_memories_only(
         m.pk for m in Memory.objects.filter(user=user, content__startswith="Comet sleeps")
     )
     assert set(scores(after)) <= set(Memory.objects.filter(user=user).values_list("pk", flat=True))
+
+
+def test_an_expired_memory_is_neither_recalled_nor_counted_by_bm25_unless_pinned(
+    user: Any, settings: Any
+) -> None:
+    settings.MEMORY_MIN_SIMILARITY = -1.0  # random vectors: only the words decide here
+    rng = np.random.default_rng(13)
+    contents = ["Comet sleeps on the sofa.", "I went sailing.", "My sister visited in spring."]
+    sofa = _store(user, contents, _unit(rng, len(contents)))[0]
+    before = recall(user=user, query="Where does Comet sleep?", limit=5)
+    # A memory that shares the words but has expired (found by the text index all the same).
+    expired = _store(
+        user,
+        ["Comet sleeps in the garden."],
+        _unit(rng, 1),
+        expires_at=timezone.now() - timedelta(days=1),
+    )[0]
+
+    after = recall(user=user, query="Where does Comet sleep?", limit=5)
+
+    def scores(recalled: Any) -> dict[int, float]:
+        return {i.id: i.text_rank for i in recalled.considered if i.text_position is not None}
+
+    assert expired.pk not in {i.id for i in after.considered}
+    assert after.candidates == before.candidates == 3
+    assert scores(after) == scores(before)  # neither its words nor its length counted
+    Memory.objects.filter(pk=expired.pk).update(pinned=True)  # pinned: kept past its date
+
+    pinned = recall(user=user, query="Where does Comet sleep?", limit=5)
+
+    assert pinned.candidates == 4
+    assert set(scores(pinned)) == {sofa.pk, expired.pk}
+    # "comet" is now in 2 of 4 memories, not 1 of 3: a lower BM25 weight for the sofa.
+    assert scores(pinned)[sofa.pk] < scores(before)[sofa.pk]
 
 
 def test_a_time_named_in_the_message_brings_memories_of_that_time(user: Any, settings: Any) -> None:
@@ -241,3 +276,16 @@ def test_a_memory_with_more_words_than_an_index_entry_holds_is_kept_and_found_by
         stored, computed = cursor.fetchone()
     assert stored == computed > 1500
     assert [i.id for i in recalled.considered if i.text_position is not None] == [memory.pk]
+
+
+def test_the_query_vector_is_sent_as_each_component_formatted_with_7_significant_digits() -> None:
+    from memory.services import vector_literal
+
+    rng = np.random.default_rng(14)
+    for vector in [
+        list(_unit(rng, 1)[0]),
+        [float(x) for x in rng.standard_normal(384).astype(np.float32)],
+        [0.0, -0.0, 1e-30, -3.4e38, 0.1234567891, 1, 2.5e-7],
+        [],
+    ]:
+        assert vector_literal(vector) == "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
