@@ -463,12 +463,28 @@ def test_learned_before_extraction_polls_again(user: Any, user_client: Client) -
     assert "Remembered" not in html
 
 
+def test_learned_keeps_asking_less_often_while_extraction_is_slow(
+    user: Any, user_client: Client
+) -> None:
+    # On the local model under load extraction takes a minute or more: after the first
+    # 2-second polls the chat keeps asking, every 5 s, instead of giving up after ~30 s.
+    conversation = chat_services.start_conversation(user=user)
+    message = _said(user, conversation, "I live in Lisbon.")
+
+    html = user_client.get(
+        reverse("memory:learned"), {"message": message.pk, "attempt": 15}, headers=HTMX
+    ).content.decode()
+
+    assert re.search(rf'hx-get="/memory/learned\?message={message.pk}&(amp;)?attempt=16"', html)
+    assert 'hx-trigger="load delay:5s"' in html
+
+
 def test_learned_stops_polling_after_the_last_attempt(user: Any, user_client: Client) -> None:
     conversation = chat_services.start_conversation(user=user)
     message = _said(user, conversation, "I live in Lisbon.")
 
     html = user_client.get(
-        reverse("memory:learned"), {"message": message.pk, "attempt": 15}
+        reverse("memory:learned"), {"message": message.pk, "attempt": 40}
     ).content.decode()
 
     assert f'id="learned-{message.pk}"' in html
