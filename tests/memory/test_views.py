@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import User
 from chat import services as chat_services
@@ -214,6 +216,7 @@ def test_edit_get_returns_the_inline_form_and_cancel_returns_the_item(
 
 def test_edit_post_saves_the_text_and_returns_the_item(user: Any, user_client: Client) -> None:
     memory = _remember(user, "I live in Lisbon", Memory.Kind.PROFILE)
+    Memory.objects.filter(pk=memory.pk).update(created_at=timezone.now() - timedelta(days=3))
 
     response = user_client.post(
         reverse("memory:edit", args=[memory.pk]),
@@ -225,6 +228,7 @@ def test_edit_post_saves_the_text_and_returns_the_item(user: Any, user_client: C
     html = response.content.decode()
     assert html.lstrip().startswith(f'<article id="memory-{memory.pk}"')
     assert "I live in Porto" in html and "<textarea" not in html
+    assert "changed just now" in html and "0\xa0minutes" not in html
     memory.refresh_from_db()
     assert memory.content == "I live in Porto"
     event = MemoryEvent.objects.filter(memory_ref=memory.pk).order_by("-id").first()
