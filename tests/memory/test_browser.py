@@ -239,3 +239,23 @@ def test_a_refused_edit_keeps_the_corrected_text_and_says_why(page: Any, user: A
     expect(item.get_by_role("alert")).to_be_visible()
     expect(editor).to_have_value("I live in Porto now")
     screenshot(page, "memory-edit-refused")
+
+
+def test_on_a_phone_the_per_memory_buttons_are_finger_sized(page: Any, user: Any) -> None:
+    # They were 26 px tall (the chat's Undo 22 px): easy to miss, or to hit Delete instead.
+    services.remember(user=user, content="I live in Oslo", kind=Memory.Kind.PROFILE)
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, user)
+    page.goto("/memory/")
+    item = page.locator(".memory-item", has_text="I live in Oslo")
+    for name in ("Edit", "Pin", "Keep local", "History", "Delete"):
+        box = item.get_by_role("button", name=name).bounding_box()
+        assert box is not None and box["height"] >= 40, (name, box)
+    checkbox = page.locator("#local-only input[type=checkbox]").first.bounding_box()
+    assert checkbox is not None and checkbox["height"] >= 18
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "memory-phone-targets")
+
+    page.set_viewport_size({"width": 1280, "height": 800})  # a mouse keeps the compact row
+    box = item.get_by_role("button", name="Edit").bounding_box()
+    assert box is not None and box["height"] < 32
