@@ -365,8 +365,9 @@ def test_one_reply_as_it_stands_is_only_the_owners(user_client: Client, user: An
         status="stopped",
         content="Half a **reply**",
     )
+    other: Any = UserFactory()
     theirs = Message.objects.create(
-        user=(other := UserFactory()),
+        user=other,
         conversation=services.start_conversation(user=other),
         role="assistant",
         content="Someone else's reply",
