@@ -25,6 +25,15 @@ def message_list(*, user: Any, conversation_id: int) -> MessageQuerySet:
     )
 
 
+def reply_for(*, user: Any, message_id: int) -> Message:
+    """One of the user's replies, with the memories it used; raises Message.DoesNotExist."""
+    return (
+        Message.objects.for_user(user)
+        .prefetch_related("memories_used")
+        .get(pk=message_id, role=Message.Role.ASSISTANT)
+    )
+
+
 def message_replied_to(*, user: Any, reply: Message) -> Message | None:
     """The person's message a reply answers (the newest before it in its conversation)."""
     return Message.objects.for_user(user).asked_before(reply).first()

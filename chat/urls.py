@@ -14,6 +14,7 @@ urlpatterns = [
     path("c/<int:conversation_id>/rename", views.rename, name="rename"),
     path("c/<int:conversation_id>/delete", views.delete, name="delete"),
     path("c/<int:conversation_id>/endpoint", views.set_endpoint, name="endpoint"),
+    path("m/<int:message_id>/", views.message, name="message"),
     path("m/<int:message_id>/stream", views.stream, name="stream"),
     path("m/<int:message_id>/stop", views.stop, name="stop"),
     path("m/<int:message_id>/retry", views.retry, name="retry"),

@@ -198,6 +198,19 @@ def retry(request: HttpRequest, message_id: int) -> HttpResponse:
 
 
 @login_required
+@require_GET
+def message(request: HttpRequest, message_id: int) -> HttpResponse:
+    """One reply as it stands now. A page that shows a reply being written by another
+    connection (the tab was reloaded mid-stream, or the chat is open twice) polls this until
+    the reply is complete, stopped or failed, instead of showing "typing" forever."""
+    try:
+        reply = selectors.reply_for(user=request.user, message_id=message_id)
+    except Message.DoesNotExist:
+        raise Http404("No such message.") from None
+    return render(request, "chat/conversation.html#message", {"message": reply})
+
+
+@login_required
 @require_POST
 def stop(request: HttpRequest, message_id: int) -> HttpResponse:
     try:

@@ -174,6 +174,13 @@ def delete_summary(request: HttpRequest, summary_id: int) -> HttpResponse:
     return _list(request)
 
 
+# The chat asks what a message taught Mnemo every 2 s for the first polls, then every 5 s:
+# on the local model under load, extraction can take a minute or more, and the notice (with
+# its Undo, or "Remember this?") used to stop being asked for after about 30 s.
+LEARNED_FAST_POLLS = 15
+LEARNED_POLLS = 40  # 15 polls of 2 s, then 25 of 5 s: about two and a half minutes
+
+
 @login_required
 @require_GET
 def learned(request: HttpRequest) -> HttpResponse:
@@ -197,7 +204,8 @@ def learned(request: HttpRequest) -> HttpResponse:
             "memories": memories,
             "message_id": raw,
             "attempt": attempt + 1,
-            "retry": run is None and attempt < 15,
+            "retry": run is None and attempt < LEARNED_POLLS,
+            "delay": "2s" if attempt < LEARNED_FAST_POLLS else "5s",
             "pending": pending,
             "kinds": Memory.Kind.choices,
         },

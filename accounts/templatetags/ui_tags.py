@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django import template
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.timesince import timesince
 
 register = template.Library()
 
@@ -77,3 +81,13 @@ def noun(plural: str, count: int) -> str:
     if plural.endswith("s") and not plural.endswith("ss"):
         return plural[:-1]
     return plural
+
+
+@register.filter
+def ago(when: datetime | None) -> str:
+    """`"5 minutes ago"`, or `"just now"` under a minute (`timesince` says "0 minutes")."""
+    if not when:
+        return ""
+    if timezone.now() - when < timedelta(minutes=1):
+        return "just now"
+    return f"{timesince(when)} ago"

@@ -77,15 +77,74 @@
     };
   }
 
+  // A reply that another connection is writing (this tab was reloaded mid-stream, or the
+  // chat is open twice): ask for it as it stands until it is complete, stopped or failed,
+  // then show that, instead of "typing" forever.
+  const WATCH_MS = 1500;
+  const WATCH_LIMIT = 400; // about ten minutes
+
+  function watch(article, url) {
+    article.removeAttribute("data-watch-url");
+    const stopUrl = article.dataset.stopUrl;
+    const stopButton = article.querySelector(".stop-button");
+    if (stopButton && stopUrl && !stopButton.dataset.bound) {
+      stopButton.dataset.bound = "1";
+      stopButton.addEventListener("click", function () {
+        stopButton.disabled = true;
+        fetch(stopUrl, { method: "POST", headers: { "X-CSRFToken": csrfToken() } });
+      });
+    }
+    let tries = 0;
+    async function check() {
+      if (!article.isConnected) return;
+      tries += 1;
+      let response = null;
+      try {
+        // As htmx asks: a signed-out page gets a 401 and a message, not the sign-in page.
+        response = await fetch(url, { headers: { "HX-Request": "true", "Accept": "text/html" } });
+      } catch (e) { /* offline for a moment: ask again */ }
+      if (response && response.ok) {
+        const html = await response.text();
+        const holder = document.createElement("div");
+        holder.innerHTML = html.trim();
+        const fresh = holder.firstElementChild;
+        if (fresh && fresh.matches("article.message") && !/\bstatus-(pending|streaming)\b/.test(fresh.className)) {
+          replaceMessage(article, html);
+          scrollToEnd();
+          document.body.dispatchEvent(new CustomEvent("conversations-changed"));
+          return;
+        }
+      } else if (response && response.status < 500) {
+        let detail = "This reply can no longer be shown. Reload the page.";
+        const type = response.headers.get("Content-Type") || "";
+        if (type.indexOf("text/plain") === 0) {
+          const body = (await response.text()).trim();
+          if (body && body.length <= 300) detail = body;
+        }
+        showFailure(article, detail);
+        return;
+      }
+      if (tries >= WATCH_LIMIT) {
+        showFailure(article, "This reply is taking very long. Reload the page to see where it is.");
+        return;
+      }
+      setTimeout(check, WATCH_MS);
+    }
+    setTimeout(check, WATCH_MS);
+  }
+
   async function stream(article) {
     const url = article.dataset.streamUrl;
     const stopUrl = article.dataset.stopUrl;
+    const watchUrl = article.dataset.watchUrl;
     article.removeAttribute("data-stream-url");
+    article.removeAttribute("data-watch-url");
     const content = article.querySelector(".content");
     const controller = new AbortController();
     let text = "";
     const stopButton = article.querySelector(".stop-button");
     if (stopButton) {
+      stopButton.dataset.bound = "1";
       stopButton.addEventListener("click", function () {
         stopButton.disabled = true;
         // Ask the server to stop (it saves what came and ends the stream); if it cannot
@@ -105,6 +164,13 @@
     } catch (e) {
       clearWait();
       showFailure(article, "Could not reach the server. Reload the page to retry.");
+      return;
+    }
+    if (response.status === 409 && watchUrl) {
+      // Another connection took this reply first (the page was reloaded while it started):
+      // show it as that one writes it.
+      clearWait();
+      watch(article, watchUrl);
       return;
     }
     if (!response.ok || !response.body) {
@@ -160,6 +226,9 @@
   function startStreams(root) {
     (root || document).querySelectorAll("article[data-stream-url]").forEach(function (article) {
       stream(article);
+    });
+    (root || document).querySelectorAll("article[data-watch-url]").forEach(function (article) {
+      watch(article, article.dataset.watchUrl);
     });
   }
 

@@ -96,6 +96,15 @@
     }
   });
 
+  // Editing what a refused add/confirm form holds clears its error: the message was about the
+  // old text, and otherwise stays on screen through searches, switches and other actions.
+  document.addEventListener("input", function (event) {
+    const form = event.target.closest && event.target.closest("form[data-reset-on-success]");
+    if (!form) return;
+    const slot = errorSlotFor(form);
+    if (slot && slot.id !== "page-error") slot.textContent = "";
+  });
+
   // A <details> menu closes on Escape and on a click elsewhere.
   document.addEventListener("click", function (event) {
     document.querySelectorAll("details.chat-menu[open]").forEach(function (menu) {

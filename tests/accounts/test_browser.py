@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -7,7 +8,7 @@ from playwright.sync_api import expect
 
 from accounts.models import User
 from tests.conftest import screenshot
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, UserFactory
 
 pytestmark = pytest.mark.browser
 
@@ -76,3 +77,45 @@ def test_the_account_and_erasure_pages_count_in_words_at_both_widths(page: Any, 
     for wrong in ("1 email addresses", "1 sessions", "1 cache keys"):
         expect(erased).not_to_contain_text(wrong)
     screenshot(page, "erased-phone")
+
+
+def _gap(upper: dict[str, float], lower: dict[str, float]) -> float:
+    return lower["y"] - (upper["y"] + upper["height"])
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_the_account_page_cards_stand_apart_and_a_long_email_stays_inside(
+    page: Any, width: int
+) -> None:
+    # First contact on a phone: the address ran past the card's edge, the cards touched and
+    # the token name box sat on its button.
+    person = UserFactory(email="ada.lovelace-analytical-engine-1843@example.com")
+    page.set_viewport_size({"width": width, "height": 844})
+    page.goto("/accounts/login/")
+    page.locator("#id_login").fill(person.email)
+    page.locator("#id_password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign In").click()
+    expect(page).to_have_url(r"/chat/")
+    page.goto("/account/")
+
+    cards = page.locator("main .card")
+    boxes = [cards.nth(i).bounding_box() for i in range(cards.count())]
+    assert len(boxes) >= 4 and all(boxes)
+    for upper, lower in itertools.pairwise(boxes):
+        assert _gap(upper, lower) >= 12, (upper, lower)
+    email = page.locator(".facts dd").first
+    expect(email).to_have_text(person.email)
+    first = boxes[0]
+    inside = email.evaluate(
+        "(dd) => { const r = document.createRange(); r.selectNodeContents(dd);"
+        " const b = r.getBoundingClientRect(); return b.right; }"
+    )
+    assert inside <= first["x"] + first["width"]
+    heading = page.get_by_role("heading", name="Which models see what").bounding_box()
+    local_card = page.locator("#local-only").bounding_box()
+    assert heading and local_card and heading["y"] - local_card["y"] <= 40  # no empty band
+    name = page.locator("#token-name").bounding_box()
+    create = page.get_by_role("button", name="Create a token").bounding_box()
+    assert name and create
+    assert create["x"] >= name["x"] + name["width"] + 4 or _gap(name, create) >= 4
+    screenshot(page, f"account-cards-{width}")

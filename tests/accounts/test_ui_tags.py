@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.template import Context, Template
+from django.utils import timezone
 
-from accounts.templatetags.ui_tags import ICONS, noun
+from accounts.templatetags.ui_tags import ICONS, ago, noun
 
 
 @pytest.mark.parametrize(
@@ -40,3 +43,11 @@ def test_an_icon_with_a_label_is_announced_and_one_without_is_hidden() -> None:
     assert 'role="img" aria-label="Pinned"' in labelled and "<title>Pinned</title>" in labelled
     assert 'aria-hidden="true"' in decorative and "aria-label" not in decorative
     assert set(ICONS) >= {"incognito", "pin", "stop", "retry", "download", "more", "menu"}
+
+
+def test_a_moment_ago_reads_just_now_not_zero_minutes() -> None:
+    now = timezone.now()
+    assert ago(now - timedelta(seconds=20)) == "just now"
+    assert ago(now - timedelta(minutes=5, seconds=3)) == "5\xa0minutes ago"
+    assert ago(now - timedelta(days=2, hours=1)) == "2\xa0days, 1\xa0hour ago"
+    assert ago(None) == ""

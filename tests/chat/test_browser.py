@@ -360,3 +360,69 @@ def test_a_slow_reply_says_it_is_waiting_for_the_model(
     screenshot(page, "chat-waiting")
     expect(reply).to_contain_text("Sorry for the wait.", timeout=10_000)
     expect(reply.locator(".wait-note")).to_have_count(0)
+
+
+# --- A reply written by another connection (reloaded mid-stream, or open in two tabs) ---
+
+
+def _turn_being_written(user: Any, status: str) -> tuple[Conversation, Message]:
+    conversation = Conversation.objects.create(user=user, title="Reloaded mid-reply")
+    Message.objects.create(
+        user=user, conversation=conversation, role=Message.Role.USER, content="Tell me a story"
+    )
+    reply = Message.objects.create(
+        user=user, conversation=conversation, role=Message.Role.ASSISTANT, status=status
+    )
+    return conversation, reply
+
+
+def test_a_reply_streaming_elsewhere_settles_on_the_page_without_a_reload(
+    page: Any, user: Any
+) -> None:
+    # Reloading the tab mid-stream renders the reply while the old connection still has it
+    # (STREAMING). It used to show "typing" and a dead Stop button forever.
+    conversation, reply = _turn_being_written(user, Message.Status.STREAMING)
+    sign_in(page, user)
+    page.goto(f"/chat/c/{conversation.pk}/")
+    page.wait_for_load_state("domcontentloaded")
+    page.evaluate("() => { window.sameDocument = true; }")
+    article = page.locator(f"#message-{reply.pk}")
+    expect(article.locator(".typing")).to_be_visible()
+
+    # The old connection ends: it keeps what came and marks the reply stopped.
+    Message.objects.filter(pk=reply.pk).update(
+        status=Message.Status.STOPPED, content="Once upon a time"
+    )
+
+    expect(article).to_have_class(re.compile(r"status-stopped"))
+    expect(article).to_contain_text("Once upon a time")
+    expect(article.get_by_role("button", name="Regenerate")).to_be_visible()
+    expect(article.locator(".typing")).to_have_count(0)
+    assert page.evaluate("() => window.sameDocument") is True  # no reload was needed
+
+
+def test_a_reply_another_connection_took_first_is_shown_not_failed(page: Any, user: Any) -> None:
+    # The page rendered the reply as PENDING, but the old connection claimed it before this
+    # page's stream request arrived: that request gets a 409, which used to show
+    # "This reply is not waiting to be generated." as a failure.
+    conversation, reply = _turn_being_written(user, Message.Status.PENDING)
+
+    def taken_first(route: Any) -> None:
+        Message.objects.filter(pk=reply.pk).update(status=Message.Status.STREAMING)
+        route.continue_()
+
+    sign_in(page, user)
+    page.route(f"**/chat/m/{reply.pk}/stream", taken_first)
+    page.goto(f"/chat/c/{conversation.pk}/")
+    page.wait_for_load_state("domcontentloaded")
+    article = page.locator(f"#message-{reply.pk}")
+    expect(article.locator(".typing")).to_be_visible()
+
+    Message.objects.filter(pk=reply.pk).update(
+        status=Message.Status.COMPLETE, content="The whole **story**."
+    )
+
+    expect(article).to_have_class(re.compile(r"status-complete"))
+    expect(article.locator("strong")).to_have_text("story")
+    expect(page.get_by_text("This reply is not waiting to be generated.")).to_have_count(0)
+    expect(article.get_by_role("alert")).to_have_count(0)

@@ -333,3 +333,53 @@ def test_a_signed_out_background_refresh_gets_401_under_asgi(asgi_server: AsgiSe
     assert "signed out" in refresh.text
     assert page.status_code == 302
     assert page.headers["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.django_db
+def test_a_reply_being_written_elsewhere_is_watched_not_streamed_again(
+    user_client: Client, user: Any
+) -> None:
+    # The tab was reloaded mid-stream: the reply is STREAMING for the old connection. The page
+    # must not start it again, and must not show "typing" forever: it polls the reply.
+    conversation = services.start_conversation(user=user)
+    Message.objects.create(user=user, conversation=conversation, role="user", content="Hi")
+    reply = Message.objects.create(
+        user=user, conversation=conversation, role="assistant", status="streaming"
+    )
+
+    html = user_client.get(reverse("chat:conversation", args=[conversation.pk])).content.decode()
+
+    assert f'data-watch-url="{reverse("chat:message", args=[reply.pk])}"' in html
+    assert f'data-stop-url="{reverse("chat:stop", args=[reply.pk])}"' in html
+    assert "data-stream-url" not in html
+
+
+@pytest.mark.django_db
+def test_one_reply_as_it_stands_is_only_the_owners(user_client: Client, user: Any) -> None:
+    conversation = services.start_conversation(user=user)
+    asked = Message.objects.create(user=user, conversation=conversation, role="user", content="Hi")
+    reply = Message.objects.create(
+        user=user,
+        conversation=conversation,
+        role="assistant",
+        status="stopped",
+        content="Half a **reply**",
+    )
+    other: Any = UserFactory()
+    theirs = Message.objects.create(
+        user=other,
+        conversation=services.start_conversation(user=other),
+        role="assistant",
+        content="Someone else's reply",
+    )
+
+    response = user_client.get(reverse("chat:message", args=[reply.pk]))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert f'id="message-{reply.pk}"' in html
+    assert "status-stopped" in html
+    assert "<strong>reply</strong>" in html
+    assert "Regenerate" in html
+    assert user_client.get(reverse("chat:message", args=[theirs.pk])).status_code == 404
+    assert user_client.get(reverse("chat:message", args=[asked.pk])).status_code == 404
+    assert user_client.post(reverse("chat:message", args=[reply.pk])).status_code == 405

@@ -239,3 +239,45 @@ def test_a_refused_edit_keeps_the_corrected_text_and_says_why(page: Any, user: A
     expect(item.get_by_role("alert")).to_be_visible()
     expect(editor).to_have_value("I live in Porto now")
     screenshot(page, "memory-edit-refused")
+
+
+def test_on_a_phone_the_per_memory_buttons_are_finger_sized(page: Any, user: Any) -> None:
+    # They were 26 px tall (the chat's Undo 22 px): easy to miss, or to hit Delete instead.
+    services.remember(user=user, content="I live in Oslo", kind=Memory.Kind.PROFILE)
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, user)
+    page.goto("/memory/")
+    item = page.locator(".memory-item", has_text="I live in Oslo")
+    for name in ("Edit", "Pin", "Keep local", "History", "Delete"):
+        box = item.get_by_role("button", name=name).bounding_box()
+        assert box is not None and box["height"] >= 40, (name, box)
+    checkbox = page.locator("#local-only input[type=checkbox]").first.bounding_box()
+    assert checkbox is not None and checkbox["height"] >= 18
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "memory-phone-targets")
+
+    page.set_viewport_size({"width": 1280, "height": 800})  # a mouse keeps the compact row
+    box = item.get_by_role("button", name="Edit").bounding_box()
+    assert box is not None and box["height"] < 32
+
+
+def test_an_add_error_goes_once_the_text_is_edited_not_before(page: Any, user: Any) -> None:
+    # "A memory cannot be empty." used to stay under the Add box through searches, the memory
+    # switch and everything else, until the next Add.
+    sign_in(page, user)
+    page.goto("/memory/")
+    page.wait_for_load_state("domcontentloaded")
+    page.evaluate("document.querySelector('#new-memory').removeAttribute('required')")
+    page.locator("#new-memory").fill("   ")
+    page.get_by_role("button", name="Add").click()
+    error = page.locator("#add-error")
+    expect(error).to_have_text("A memory cannot be empty.")
+    page.locator("#memory-search").fill("where do I live")  # another form: the error stays
+    expect(page.locator("#memory-list")).to_contain_text("for “where do I live”")
+    expect(error).to_have_text("A memory cannot be empty.")
+
+    page.locator("#new-memory").press_sequentially("I like tea")
+
+    expect(error).to_be_empty()
+    expect(error).to_be_hidden()
+    assert page.locator("#new-memory").input_value().strip() == "I like tea"  # nothing lost

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import User
 from chat import services as chat_services
@@ -214,6 +216,7 @@ def test_edit_get_returns_the_inline_form_and_cancel_returns_the_item(
 
 def test_edit_post_saves_the_text_and_returns_the_item(user: Any, user_client: Client) -> None:
     memory = _remember(user, "I live in Lisbon", Memory.Kind.PROFILE)
+    Memory.objects.filter(pk=memory.pk).update(created_at=timezone.now() - timedelta(days=3))
 
     response = user_client.post(
         reverse("memory:edit", args=[memory.pk]),
@@ -225,6 +228,7 @@ def test_edit_post_saves_the_text_and_returns_the_item(user: Any, user_client: C
     html = response.content.decode()
     assert html.lstrip().startswith(f'<article id="memory-{memory.pk}"')
     assert "I live in Porto" in html and "<textarea" not in html
+    assert "changed just now" in html and "0\xa0minutes" not in html
     memory.refresh_from_db()
     assert memory.content == "I live in Porto"
     event = MemoryEvent.objects.filter(memory_ref=memory.pk).order_by("-id").first()
@@ -463,12 +467,28 @@ def test_learned_before_extraction_polls_again(user: Any, user_client: Client) -
     assert "Remembered" not in html
 
 
+def test_learned_keeps_asking_less_often_while_extraction_is_slow(
+    user: Any, user_client: Client
+) -> None:
+    # On the local model under load extraction takes a minute or more: after the first
+    # 2-second polls the chat keeps asking, every 5 s, instead of giving up after ~30 s.
+    conversation = chat_services.start_conversation(user=user)
+    message = _said(user, conversation, "I live in Lisbon.")
+
+    html = user_client.get(
+        reverse("memory:learned"), {"message": message.pk, "attempt": 15}, headers=HTMX
+    ).content.decode()
+
+    assert re.search(rf'hx-get="/memory/learned\?message={message.pk}&(amp;)?attempt=16"', html)
+    assert 'hx-trigger="load delay:5s"' in html
+
+
 def test_learned_stops_polling_after_the_last_attempt(user: Any, user_client: Client) -> None:
     conversation = chat_services.start_conversation(user=user)
     message = _said(user, conversation, "I live in Lisbon.")
 
     html = user_client.get(
-        reverse("memory:learned"), {"message": message.pk, "attempt": 15}
+        reverse("memory:learned"), {"message": message.pk, "attempt": 40}
     ).content.decode()
 
     assert f'id="learned-{message.pk}"' in html
