@@ -14,6 +14,7 @@ vectors for the seeded rows). Asserts nothing about time.
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 import time
@@ -37,10 +38,14 @@ def _word(rng: random.Random) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("database", nargs="?", default="bench_forget")
+    parser.add_argument(
+        "--plain", action="store_true", help="facts name no entity (by default each names one)"
+    )
+    args = parser.parse_args()
+    name, plain = args.database, args.plain
     common.bootstrap()
-    name = sys.argv[1] if len(sys.argv) > 1 else "bench_forget"
-    # "--plain": facts name no entity ("I like …"), the common case; by default each names one.
-    plain = "--plain" in sys.argv[2:]
     bench_db = common.BenchDatabase("bench-forget")
     bench_db.start()
     import psycopg
