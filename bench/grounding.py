@@ -463,6 +463,20 @@ def run_layout(
     return tally
 
 
+def llama_build() -> str:
+    """The llama.cpp build the bench's model server runs (it is started from this venv).
+    Greedy readings can differ between builds (CPU features pick other kernels): the same
+    code, prompts and version read 48/66 (tuned, small) in one round and 55/66 after
+    llama.cpp was compiled again here (README, "Grounding"). Compare figures on one build."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return "llama.cpp: not importable here"
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    features = " ".join(re.findall(r"(\w+) = 1", info))
+    return f"llama-cpp-python {llama_cpp.__version__}, CPU features: {features or info.strip()}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layout", action="append", help="small, large (default: both)")
@@ -523,6 +537,8 @@ def main() -> None:
             ["small", "large"] if hasattr(chat_services, "LAYOUTS") else ["today"]
         )
         print(common.machine_line())
+        if server:
+            print(llama_build())
         print(f"{common.load_line()} at the start")
         print(
             f"model {settings.LLM_CHAT_MODEL} at {settings.LLM_BASE_URL} "
