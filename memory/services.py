@@ -842,13 +842,15 @@ class Recalled:
         not name is left out, and so is one about the person when only someone else is asked.
         """
         chosen: list[RecalledItem] = []
+        refused: list[RecalledItem] = []
         unresolved = 0
         parts = question_parts(question)
         for part in parts:
-            found = self._answering_part(part, floor=floor)
+            found, not_saying = self._answering_part(part, floor=floor)
             unresolved += not found
             chosen += [item for item in found if item not in chosen]
-        fitting = _who_fits(self.items, question)
+            refused += not_saying
+        fitting = [item for item in _who_fits(self.items, question) if item not in refused]
         fitting.sort(key=lambda item: (-item.similarity, item.id))
         if unresolved == len(parts):
             if not fitting or fitting[0].similarity < min_similarity:
@@ -861,21 +863,24 @@ class Recalled:
         chosen += [i for i in joining if i.similarity >= min_similarity and i not in chosen]
         return chosen[:limit]
 
-    def _answering_part(self, part: str, *, floor: float) -> list[RecalledItem]:
-        """The items that answer one part of a question by its slot or the party it names."""
+    def _answering_part(
+        self, part: str, *, floor: float
+    ) -> tuple[list[RecalledItem], list[RecalledItem]]:
+        """The items that answer one part of a question by its slot or the party it names,
+        and the items about that party that do not say what the part asks."""
         named = parties_in(part)
         fitting = _who_fits(self.items, part)
         if named:
             asked = asked_slots(part)
-            about = [
+            about = [item for item in fitting if parties_in(item.content) & named]
+            saying = [
                 item
-                for item in fitting
-                if parties_in(item.content) & named
-                and item.similarity >= floor
-                and says_asked(item.content, asked)
+                for item in about
+                if item.similarity >= floor and says_asked(item.content, asked)
             ]
-            about.sort(key=lambda item: (-item.similarity, item.id))
-            return about[:1]
+            saying.sort(key=lambda item: (-item.similarity, item.id))
+            refused = [item for item in about if not says_asked(item.content, asked)]
+            return saying[:1], refused
         for slot in asked_slots(part):
             holding = [
                 item
@@ -885,8 +890,8 @@ class Recalled:
             ]
             if holding:
                 holding.sort(key=lambda item: (-item.similarity, item.id))
-                return holding[: 1 if slot in _ONE_VALUE_SLOTS else 2]
-        return []
+                return holding[: 1 if slot in _ONE_VALUE_SLOTS else 2], []
+        return [], []
 
 
 def _who_fits(items: list[RecalledItem], question: str) -> list[RecalledItem]:
