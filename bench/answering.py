@@ -89,7 +89,8 @@ ADA = Person(
     ],
 )
 
-P_NAME, P_HOME, P_ROLE = "My name is Priya Shah.", "I live in Manchester.", "I work as a pharmacist."
+P_NAME, P_HOME = "My name is Priya Shah.", "I live in Manchester."
+P_ROLE = "I work as a pharmacist."
 P_WORK, P_DIET, P_ALLERGY = "I work at Boots.", "I am vegan.", "I am allergic to shellfish."
 P_LANG, P_DOG = "I speak Hindi and English.", "I have a dog called Pepper."
 P_SISTER, P_SPORT = "My sister Anjali lives in Delhi.", "I love playing badminton."
@@ -139,7 +140,8 @@ PRIYA = Person(
 )  # fmt: skip
 
 # Held out: written with the tuned half, never looked at while tuning.
-T_NAME, T_HOME, T_ROLE = "My name is Tomás.", "I live in Valencia.", "I work as a software engineer."
+T_NAME, T_HOME = "My name is Tomás.", "I live in Valencia."
+T_ROLE = "I work as a software engineer."
 T_WORK, T_AGE, T_ORIGIN = "I work at Globex.", "I am 34 years old.", "I am from Bogotá."
 T_ALLERGY, T_CAT = "I am allergic to pollen.", "I have a cat called Nube."
 T_BROTHER, T_FILM = "My brother Diego is a chef.", "My favourite film is Alien."
