@@ -881,6 +881,8 @@ class Recalled:
             saying.sort(key=lambda item: (-item.similarity, item.id))
             refused = [item for item in about if not says_asked(item.content, asked)]
             return saying[:1], refused
+        if not _ABOUT_ME_RE.search(part):
+            return [], []  # "What's the name of this song?" asks for no slot of the person's
         for slot in asked_slots(part):
             holding = [
                 item
@@ -910,6 +912,8 @@ def _slots_of(content: str) -> tuple[str, ...]:
     return tuple(statements.read(content).slots)
 
 
+# A part that is about the person ("my", "I", "me"…), so it may ask for one of their slots.
+_ABOUT_ME_RE = re.compile(r"\b(?:my|mine|i|me|myself|i'm|im|i've|i'd|i'll)\b", re.IGNORECASE)
 # Parts of a compound question: "Where do I live, and what is my dog called?" → two.
 _PART_SPLIT_RE = re.compile(r"[?;!]+|,\s*(?:and|also|plus|or|but)?\b|\s+(?:and|also|plus)\s+(?=\w)")
 _PART_LEAD_RE = re.compile(r"^\W*(?:and|also|plus|or|but|so)\b\W*", re.IGNORECASE)

@@ -356,3 +356,21 @@ def test_a_question_is_read_part_by_part_for_the_slots_it_asks(
 ) -> None:
     assert memory_services.question_parts(question) == parts
     assert [memory_services.asked_slots(part) for part in parts] == slots
+
+
+def test_a_question_about_something_else_gets_no_slot_of_the_person(
+    user: Any, settings: Any, fake_llm: FakeLLM
+) -> None:
+    settings.LLM_PROMPT_LAYOUT = "small"
+    memory_services.remember(user=user, content="My name is Ada Lovelace.", kind="profile")
+    recalled = memory_services.recall(user=user, query="What's the name of this song?")
+    assert recalled.memories  # recall brings the always-on profile
+
+    chosen = services.small_layout_facts(recalled, "What's the name of this song?").items
+
+    assert chosen == []
+    # The same word about the person does find it.
+    mine = memory_services.recall(user=user, query="whats my name again")
+    assert [i.content for i in services.small_layout_facts(mine, "whats my name again").items] == [
+        "My name is Ada Lovelace."
+    ]
