@@ -822,26 +822,196 @@ class Recalled:
     def answering(
         self, question: str, *, limit: int, min_similarity: float, floor: float = 0.0
     ) -> list[RecalledItem]:
-        """The few items that can answer `question`, the most similar first; [] when none can.
+        """The few items that can answer `question`, in the order of its parts; [] when none can.
 
         For models that repeat whatever fact they are shown (a 135M model answers "What is my
-        mother's name?" with the person's own name if it is in the prompt), two checks that
-        recall's ranking does not make. Who: an item about someone the question does not
-        name ("my brother", "a dog") is left out, and so is one about the person when the
-        question is only about someone else. How close: nothing answers unless the best
-        item's cosine similarity reaches `min_similarity`; the others need `floor`.
+        mother's name?" with the person's own name if it is in the prompt). The question is
+        read part by part ("Where do I live, and what is my dog called?" is two parts):
+        - a part about the person that asks for a slot (`asked_slots`: "Which city am I in
+          these days?" asks for the residence) takes the item holding that slot, however
+          far the whole message's embedding is from it;
+        - a part that names someone ("my dog", "my sister's") takes the most similar item
+          about them whose similarity reaches `floor` and that says what the part asks
+          (`says_asked`: an age for "How old…", a name for "…called?");
+        - when no part found its item, the whole message is matched as before: nothing
+          answers unless the best item's cosine similarity reaches `min_similarity`, the
+          others need `floor`; when some did, the most similar item still joins if it
+          reaches `min_similarity` (and, when some part found nothing, any other that does),
+          after the parts' items, up to `limit`.
+        The who-check holds throughout: an item about someone the question (or the part) does
+        not name is left out, and so is one about the person when only someone else is asked.
         """
-        named = parties_in(question)
-        about_person = not named or bool(_FIRST_PERSON_RE.search(question))
-        fitting = []
-        for item in self.items:
-            mentioned = parties_in(item.content)
-            if (mentioned & named) or (not mentioned and about_person):
-                fitting.append(item)
+        chosen: list[RecalledItem] = []
+        refused: list[RecalledItem] = []
+        unresolved = 0
+        parts = question_parts(question)
+        for part in parts:
+            found, not_saying = self._answering_part(part, floor=floor)
+            unresolved += not found
+            chosen += [item for item in found if item not in chosen]
+            refused += not_saying
+        fitting = [item for item in _who_fits(self.items, question) if item not in refused]
         fitting.sort(key=lambda item: (-item.similarity, item.id))
-        if not fitting or fitting[0].similarity < min_similarity:
-            return []
-        return [item for item in fitting if item.similarity >= floor][:limit]
+        if unresolved == len(parts):
+            if not fitting or fitting[0].similarity < min_similarity:
+                return []
+            return [item for item in fitting if item.similarity >= floor][:limit]
+        # The most similar item stays a candidate (a slot is a guess: "Which language am I
+        # learning?" asks about a task, not the languages spoken); the others join only for
+        # a part that found nothing.
+        joining = fitting if unresolved else fitting[:1]
+        chosen += [i for i in joining if i.similarity >= min_similarity and i not in chosen]
+        return chosen[:limit]
+
+    def _answering_part(
+        self, part: str, *, floor: float
+    ) -> tuple[list[RecalledItem], list[RecalledItem]]:
+        """The items that answer one part of a question by its slot or the party it names,
+        and the items about that party that do not say what the part asks."""
+        named = parties_in(part)
+        fitting = _who_fits(self.items, part)
+        if named:
+            asked = asked_slots(part)
+            about = [item for item in fitting if parties_in(item.content) & named]
+            saying = [
+                item
+                for item in about
+                if item.similarity >= floor and says_asked(item.content, asked)
+            ]
+            saying.sort(key=lambda item: (-item.similarity, item.id))
+            refused = [item for item in about if not says_asked(item.content, asked)]
+            return saying[:1], refused
+        if not _ABOUT_ME_RE.search(part):
+            return [], []  # "What's the name of this song?" asks for no slot of the person's
+        for slot in asked_slots(part):
+            holding = [
+                item
+                for item in fitting
+                if item.source == "memory"
+                and any(s == slot or s.startswith(slot + ":") for s in _slots_of(item.content))
+            ]
+            if holding:
+                holding.sort(key=lambda item: (-item.similarity, item.id))
+                return holding[: 1 if slot in _ONE_VALUE_SLOTS else 2], []
+        return [], []
+
+
+def _who_fits(items: list[RecalledItem], question: str) -> list[RecalledItem]:
+    """The items the who-check lets answer `question` (see `Recalled.answering`)."""
+    named = parties_in(question)
+    about_person = not named or bool(_FIRST_PERSON_RE.search(question))
+    return [
+        item
+        for item in items
+        if (parties_in(item.content) & named) or (not parties_in(item.content) and about_person)
+    ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _slots_of(content: str) -> tuple[str, ...]:
+    return tuple(statements.read(content).slots)
+
+
+# A part that is about the person ("my", "I", "me"…), so it may ask for one of their slots.
+_ABOUT_ME_RE = re.compile(r"\b(?:my|mine|i|me|myself|i'm|im|i've|i'd|i'll)\b", re.IGNORECASE)
+# Parts of a compound question: "Where do I live, and what is my dog called?" → two.
+_PART_SPLIT_RE = re.compile(r"[?;!]+|,\s*(?:and|also|plus|or|but)?\b|\s+(?:and|also|plus)\s+(?=\w)")
+_PART_LEAD_RE = re.compile(r"^\W*(?:and|also|plus|or|but|so)\b\W*", re.IGNORECASE)
+
+# Slots a part about the person asks for, tried in order (memory/statements.py fills them).
+# Each is a pattern on the part, lowercased with its typos mended (`_mended`).
+_ASKED_SLOTS: list[tuple[str, re.Pattern[str]]] = [
+    (slot, re.compile(pattern))
+    for slot, pattern in [
+        ("name", r"\bname\b|\bcalled\b|\bwho am i\b"),
+        ("allergy", r"\ballerg|\bintoleran"),
+        ("intolerance", r"\bintoleran"),
+        ("timezone", r"\btime ?zone\b"),
+        ("language", r"\blanguages?\b|\bspeak\b|\btongue\b"),
+        ("age", r"\bhow old\b|\bage\b"),
+        ("origin", r"\bborn\b|\bgr[eo]w up\b|\bhometown\b|\boriginally\b|\bwhere\b.*\bfrom\b"),
+        (
+            "role",
+            r"\b(?:job|profession|occupation|career|role)\b|\bdo for (?:a )?(?:living|work)\b"
+            r"|\bwork as\b|\bwhat do i do\b",
+        ),
+        (
+            "employer",
+            r"\b(?:employer|employed|company|firm)\b|\b(?:where|who)\b.*\bwork(?:ing)?\b(?! on)"
+            r"|\bwork(?:ing)? (?:at|for)\b|\bjob\b",
+        ),
+        (
+            "residence",
+            r"\b(?:live|lives|reside|residing|based|stay|staying|city|town|address)\b"
+            r"|(?<!for a )\bliving\b|\bcall home\b",
+        ),
+        ("diet", r"\b(?:diet|vegetarian|vegan|pescatarian|meat|dairy)\b|\b(?:can|do) i eat\b"),
+    ]
+]
+# Slots with one value at a time (the others, like allergies, can hold several).
+_ONE_VALUE_SLOTS = frozenset(
+    ["name", "timezone", "age", "origin", "role", "employer", "residence", "diet"]
+)
+# The words of _ASKED_SLOTS a typo is mended to ("proffesion" → "profession").
+_SLOT_WORDS = (
+    "name", "called", "allergic", "allergy", "allergies", "intolerant", "timezone",
+    "language", "languages", "speak", "born", "hometown", "originally", "profession",
+    "occupation", "career", "living", "employer", "employed", "company", "work", "working",
+    "live", "lives", "reside", "residing", "based", "staying", "city", "town", "address",
+    "diet", "vegetarian", "vegan", "pescatarian", "where", "what", "which",
+)  # fmt: skip
+
+
+def question_parts(question: str) -> list[str]:
+    """The parts of a question, each asking one thing: "What's my name and where do I live?"
+    → "What's my name", "where do I live". Parts too short to ask anything are dropped."""
+    parts = [_PART_LEAD_RE.sub("", part).strip() for part in _PART_SPLIT_RE.split(question)]
+    return [part for part in parts if len(part.split()) >= 2] or [question.strip()]
+
+
+def _mended(text: str) -> str:
+    """`text` lowercased, its words close to a slot word ("proffesion") spelled as that word."""
+    import difflib
+
+    words = []
+    for word in re.findall(r"[\w'\u2019]+", text.lower()):
+        if len(word) >= 5 and word not in _SLOT_WORDS:
+            close = difflib.get_close_matches(word, _SLOT_WORDS, n=1, cutoff=0.85)
+            word = close[0] if close else word
+        words.append(word)
+    return " ".join(words)
+
+
+def asked_slots(part: str) -> list[str]:
+    """The slots (memory/statements.py) one part of a question asks for, the likeliest first:
+    "Which city am I in these days?" → residence; "what's my job again" → role, employer;
+    "my favourite film?" → favorite:film. [] when it asks for none of them."""
+    text = _mended(part)
+    slots = [slot for slot, pattern in _ASKED_SLOTS if pattern.search(text)]
+    favourite = re.search(r"\bfavou?rite (\w+)", text)
+    if favourite:
+        slots.insert(0, f"favorite:{statements.head_noun(favourite.group(1))}")
+    return slots
+
+
+# What a memory about someone must say to answer a part asking for a slot about them.
+_SAYS: dict[str, re.Pattern[str]] = {
+    "name": re.compile(
+        rf"(?i:\b(?:{statements.RELATIONS}|{statements.SPECIES})\b,?\s+"
+        r"(?:is called |is named |is |called |named )?)[A-ZÀ-Þ]"
+    ),
+    "age": re.compile(r"\b\d{1,3}\b|\byears? old\b|\bage\b", re.IGNORECASE),
+    "residence": re.compile(r"\b(?:lives?|living|moved|based|resides?)\b", re.IGNORECASE),
+    "role": re.compile(r"\b(?:is an?|works? as|job)\b", re.IGNORECASE),
+}
+
+
+def says_asked(content: str, asked: list[str]) -> bool:
+    """Whether a memory about someone says what a part asks of them (True when the part asks
+    for nothing `_SAYS` knows): "How old is my brother?" is not answered by "My brother Diego
+    is a chef."."""
+    checks = [_SAYS[slot] for slot in asked if slot in _SAYS]
+    return not checks or any(check.search(content) for check in checks)
 
 
 # --- Memory text in prompts ---

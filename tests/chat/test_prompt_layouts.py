@@ -272,3 +272,105 @@ def test_the_people_and_animals_a_text_is_about() -> None:
     assert memory_services.parties_in("What is my brother's dog called?") == {"brother", "dog"}
     assert memory_services.parties_in("My kids love cats.") == {"kid", "cat"}
     assert memory_services.parties_in("I am a friendly person and it is windy.") == set()
+
+
+def test_the_small_layout_answers_each_part_of_a_compound_question(
+    user: Any, settings: Any, fake_llm: FakeLLM
+) -> None:
+    """The tester's scenario: a new user's residence changed, then a two-part question whose
+    embedding is far from every memory (cosine similarity about 0.29 to "I live in Paris.")."""
+    settings.LLM_PROMPT_LAYOUT = "small"
+    memory_services.remember(user=user, content="My name is Ada Lovelace.", kind="profile")
+    home = memory_services.remember(user=user, content="I live in London.", kind="profile")
+    memory_services.update_memory(user=user, memory_id=home.pk, content="I live in Paris.")
+    question = "Where do I live, and what is my dog called?"
+    recalled = memory_services.recall(user=user, query=question)
+    paris = next(item for item in recalled.memories if item.id == home.pk)
+    assert paris.similarity < services.SMALL_MIN_SIMILARITY  # the old rule kept nothing
+
+    system = _ask(fake_llm, user, question)[0]["content"]
+
+    # The residence, and not the person's name for the dog's (nothing says what it is called).
+    assert system.splitlines() == [
+        services.SMALL_FACTS_INTRO,
+        "- You live in Paris.",
+        services.SMALL_FACTS_OUTRO,
+    ]
+    reply = Message.objects.filter(user=user, role="assistant").latest("created_at")
+    assert [i["id"] for i in reply.recall["items"] if i["included"]] == [home.pk]
+    # Paraphrases of the same question find the same fact.
+    for paraphrase in ("Which city am I in these days?", "Remind me where I'm based"):
+        assert "- You live in Paris." in _ask(fake_llm, user, paraphrase)[0]["content"]
+
+
+def test_a_compound_question_takes_one_fact_per_part_and_keeps_the_who_check(
+    user: Any, settings: Any, fake_llm: FakeLLM
+) -> None:
+    settings.LLM_PROMPT_LAYOUT = "small"
+    memory_services.remember(user=user, content="My name is Priya.", kind="profile")
+    memory_services.remember(user=user, content="I live in Manchester.", kind="profile")
+    memory_services.remember(user=user, content="I work as a pharmacist.", kind="profile")
+    memory_services.remember(user=user, content="I have a dog called Pepper.", kind="fact")
+    memory_services.remember(user=user, content="My sister Anjali is a teacher.", kind="fact")
+
+    lines = _ask(fake_llm, user, "Where do I live, and what is my dog called?")[0]["content"]
+    assert sorted(lines.splitlines()[1:-1]) == [
+        "- You have a dog called Pepper.",
+        "- You live in Manchester.",
+    ]
+    # Someone memory knows nothing of: neither the person's own name nor the sister's.
+    assert _ask(fake_llm, user, "What is my mother's name?")[0]["content"] == (
+        _not_known("the user's mother's name")
+    )
+    # A part about someone takes only what says what is asked of them: the sister's job
+    # does not tell her age; the other part is still answered.
+    system = _ask(fake_llm, user, "How old is my sister, and what's my job?")[0]["content"]
+    assert system.splitlines()[1:-1] == ["- You work as a pharmacist."]
+    # A slot nobody told: still nothing, so the model says it does not know.
+    assert _ask(fake_llm, user, "When is my birthday?")[0]["content"] == (
+        _not_known("the user's birthday")
+    )
+
+
+@pytest.mark.parametrize(
+    ("question", "parts", "slots"),
+    [
+        (
+            "Where do I live, and what is my dog called?",
+            ["Where do I live", "what is my dog called"],
+            [["residence"], ["name"]],
+        ),
+        ("Which city am I in these days?", ["Which city am I in these days"], [["residence"]]),
+        ("Remind me where I'm based", ["Remind me where I'm based"], [["residence"]]),
+        ("what's my job again?", ["what's my job again"], [["role", "employer"]]),
+        ("what is my proffesion", ["what is my proffesion"], [["role"]]),
+        ("What do I do for a living?", ["What do I do for a living"], [["role"]]),
+        ("Am I vegan and what do I speak?", ["Am I vegan", "what do I speak"],
+         [["diet"], ["language"]]),
+        ("My favourite film?", ["My favourite film"], [["favorite:film"]]),
+        ("What colour is the sky?", ["What colour is the sky"], [[]]),
+    ],
+)  # fmt: skip
+def test_a_question_is_read_part_by_part_for_the_slots_it_asks(
+    question: str, parts: list[str], slots: list[list[str]]
+) -> None:
+    assert memory_services.question_parts(question) == parts
+    assert [memory_services.asked_slots(part) for part in parts] == slots
+
+
+def test_a_question_about_something_else_gets_no_slot_of_the_person(
+    user: Any, settings: Any, fake_llm: FakeLLM
+) -> None:
+    settings.LLM_PROMPT_LAYOUT = "small"
+    memory_services.remember(user=user, content="My name is Ada Lovelace.", kind="profile")
+    recalled = memory_services.recall(user=user, query="What's the name of this song?")
+    assert recalled.memories  # recall brings the always-on profile
+
+    chosen = services.small_layout_facts(recalled, "What's the name of this song?").items
+
+    assert chosen == []
+    # The same word about the person does find it.
+    mine = memory_services.recall(user=user, query="whats my name again")
+    assert [i.content for i in services.small_layout_facts(mine, "whats my name again").items] == [
+        "My name is Ada Lovelace."
+    ]
