@@ -364,7 +364,8 @@ def _answer_slot(text: str) -> str | None:
 Read = tuple[list[Statement], list[Mention]]
 _I = r"(?i:i|we)"
 _AM = r"(?i:i'm|i am|we're|we are)"
-_HAVE = r"(?i:i have|i've got|i have got|i've|i got|we have|we've got)"
+# "I have", "I've got", "I also have", "we've got".
+_HAVE = r"(?i:i|we)(?i:'ve| have)?(?i:\s+(?:also|still|now|even))*\s+(?i:have|got)"
 _SEVERITY = r" (?i:severe|serious|mild|bad|slight|strong|deadly|life-threatening|food)"
 
 
