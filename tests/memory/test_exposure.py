@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
+from django.urls import reverse
 
 from accounts import services as account_services
 from chat import services as chat_services
@@ -410,7 +411,7 @@ def test_taking_or_having_something_else_is_not_health(text: str) -> None:
 
 
 def test_a_health_fact_learned_from_chat_is_kept_local_by_default(
-    user: Any, fake_llm: Any, settings: Any
+    user: Any, user_client: Client, fake_llm: Any, settings: Any
 ) -> None:
     """What the tester did: said it in a chat on the default model, looked at the memory."""
     from tests.memory.labeled_extraction import Case, U, run_case
@@ -421,6 +422,7 @@ def test_a_health_fact_learned_from_chat_is_kept_local_by_default(
     live = run_case(Case("health", [U(text) for text in said]), user)
     assert len(live) == len(said) - 1, live  # both ways of saying the peanut allergy are one
     rules = exposure.rules_for(user=user)
-    assert [rules.reason(kind=kind, content=content) for kind, content in live] == ["health"] * len(
-        live
-    )
+    reasons = [rules.reason(kind=kind, content=content) for kind, content in live]
+    assert reasons == ["health"] * len(live)
+    page = user_client.get(reverse("memory:index")).content.decode()
+    assert page.count("Local only: health") == len(live)
