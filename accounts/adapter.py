@@ -41,3 +41,28 @@ class AccountAdapter(DefaultAccountAdapter):
         cache.add(key, 0, timeout=int(rate.duration))
         cache.incr(key)
         super().authentication_failed(request, **credentials)
+
+    # A new account is welcomed: allauth says "Successfully signed in as …" after sign-up
+    # too, from the same template. `post_login` knows which it was; the adapter is made anew
+    # for each request, so the flag lives no longer than this login.
+    _LOGGED_IN = "account/messages/logged_in.txt"
+    _SIGNED_UP = "account/messages/signed_up.txt"
+
+    def post_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> Any:
+        self._signed_up = bool(kwargs.get("signup"))
+        return super().post_login(request, user, **kwargs)
+
+    def add_message(
+        self,
+        request: HttpRequest,
+        level: int,
+        message_template: str | None = None,
+        message_context: dict[str, Any] | None = None,
+        extra_tags: str = "",
+        message: str | None = None,
+    ) -> None:
+        if message_template == self._LOGGED_IN and getattr(self, "_signed_up", False):
+            message_template = self._SIGNED_UP
+        super().add_message(
+            request, level, message_template, message_context, extra_tags, message=message
+        )

@@ -69,6 +69,58 @@ ERASED_LABELS = {
 }
 
 
+def _counted(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def erased_items(counts: dict[str, int]) -> list[str]:
+    """What of the person's was deleted, in their words, for the erased page: "Your account
+    and sign-in details", "1 conversation with 4 messages", "3 memories and their history".
+
+    No zero counts, and no internal rows by name: extraction runs, the history of memories
+    and of people, pets and places, sessions and cache keys are said in one line without
+    numbers. The exact counts stay on the receipt (and in the API's response).
+    """
+    counts = {label: n for label, n in counts.items() if n}
+    items = []
+    if counts.pop("account", 0):
+        items.append("Your account and sign-in details (email address and password)")
+    counts.pop("email addresses", None)
+    conversations, messages = counts.pop("conversations", 0), counts.pop("messages", 0)
+    if conversations:
+        said = _counted(conversations, "conversation", "conversations")
+        if messages:
+            said += " with " + _counted(messages, "message", "messages")
+        items.append(said)
+    elif messages:
+        items.append(_counted(messages, "message", "messages"))
+    if summaries := counts.pop("conversation summaries", 0):
+        items.append(_counted(summaries, "conversation summary", "conversation summaries"))
+    history = counts.pop("memory history events", 0)
+    if memories := counts.pop("memories", 0):
+        said = _counted(memories, "memory", "memories")
+        if history:
+            said += " and its history" if memories == 1 else " and their history"
+        items.append(said)
+    if waiting := counts.pop("memories waiting for review", 0):
+        items.append(_counted(waiting, "memory waiting for review", "memories waiting for review"))
+    entity_history = counts.pop("entity events", 0)
+    if entities := counts.pop("people, pets and places", 0):
+        items.append(_counted(entities, "person, pet or place", "people, pets and places"))
+    if tokens := counts.pop("API tokens", 0):
+        items.append(_counted(tokens, "API token", "API tokens"))
+    if counts.pop("local-only settings", 0):
+        items.append("Your settings for what stays on local models")
+    sessions = counts.pop("sessions", 0)
+    # Whatever is left is Mnemo's own bookkeeping about the person (extraction runs, cache
+    # keys, and any table added later): said, never left out, but not itemised.
+    if counts or history or entity_history:
+        items.append("The records Mnemo kept while learning from your messages")
+    if sessions:
+        items.append("You were signed out everywhere you were signed in")
+    return items
+
+
 def erasure_preview(*, user: User) -> dict[str, int]:
     """What erasing this account would delete, by kind (for the confirmation page)."""
     related: Any = user

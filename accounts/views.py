@@ -100,7 +100,8 @@ def erase(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         receipt = services.erase_account(user=user, host=request.get_host())
         logout(request)
-        return render(request, "accounts/erased.html", {"receipt": receipt})
+        items = services.erased_items(receipt.counts)
+        return render(request, "accounts/erased.html", {"receipt": receipt, "items": items})
     status = 400 if request.method == "POST" else 200
     context = {"form": form, "preview": services.erasure_preview(user=user)}
     return render(request, "accounts/erase.html", context, status=status)

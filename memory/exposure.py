@@ -36,6 +36,7 @@ from django.conf import settings
 from config import endpoints
 from config.errors import DomainError
 from memory.models import LocalOnlyRules, Memory
+from memory.statements import CONDITION_NAMES, MEDICATIONS
 
 HEALTH = "health"
 CATEGORIES = ((HEALTH, "Health (allergies, medication, diagnoses, conditions)"),)
@@ -76,7 +77,10 @@ _HEALTH_RE = re.compile(
     r"therap(?:y|ist)|psychiatr\w*|psycholog\w*|counsell?(?:ing|or)|"
     r"doctor|gp|physician|surgeon|surgery|hospital\w*|clinic|appointment with (?:my|the) dr|"
     r"disabilit\w*|wheelchair|"
-    r"symptom\w*|injur\w*|sprain\w*|fractur\w*"
+    r"symptom\w*|injur\w*|sprain\w*|fractur\w*|"
+    r"diabetic|asthmatic|epileptic|an(?:a)?emic|autistic|dyslexic|immunocompromised|"
+    # The medicines and conditions the deterministic extractor reads ("I take sertraline").
+    rf"{MEDICATIONS}|{CONDITION_NAMES}"
     r")\b",
     re.IGNORECASE,
 )

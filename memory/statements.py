@@ -116,6 +116,44 @@ DIETS = (
     r"vegetarian|vegan|pescatarian|pescetarian|flexitarian|keto|paleo|gluten-free|kosher|"
     r"halal|carnivore|plant-based|lacto-vegetarian|ovo-vegetarian"
 )
+# Medicines: the usual names, and the generic names by their endings (…pril, …olol, …statin,
+# …oxetine). Shared with memory/exposure.py, which reads a text with them as health.
+MEDICATIONS = (
+    r"[a-z]{3,}(?:pril|sartan|olol|statin|formin|prazole|oxetine|xetine|aline|azepam|zepam|"
+    r"azolam|thyroxine|cillin|mycin|cycline|floxacin|triptan|gliptin|gliflozin|parin|xaban|"
+    r"gabalin|pentin|dronate|semide|thiazide|dipine|profen|codone|morphine|tidine|lukast|"
+    r"nisone|solone|cortisone|triptyline|faxine|pramine|peridol|iapine|zapine|ridone|zodone|"
+    r"talopram|tropium|sterone|estradiol)|"
+    r"insulin|metformin|aspirin|warfarin|methotrexate|paracetamol|acetaminophen|"
+    r"ibuprofen|naproxen|bupropion|adderall|ritalin|methylphenidate|melatonin|"
+    r"antihistamines?|antibiotics?|antidepressants?|blood thinners?|beta[- ]blockers?|statins?|"
+    r"steroids?|birth control|the pill|hrt|medications?|medicines?|meds|pills|inhalers?|"
+    r"an inhaler|chemo(?:therapy)?|dialysis"
+)
+# Conditions a person may say they have ("I have asthma", "I live with epilepsy"): plain
+# names, which memory/exposure.py also reads as health.
+CONDITION_NAMES = (
+    r"asthma|diabetes|epilepsy|eczema|psoriasis|dermatitis|rosacea|lupus|multiple sclerosis|"
+    r"parkinson'?s|alzheimer'?s|dementia|endometriosis|pcos|hypothyroidism|hyperthyroidism|"
+    r"thyroid|an(?:a)?emia|gout|sleep apn(?:o)?ea|insomnia|tinnitus|glaucoma|dyslexia|"
+    r"dyspraxia|fibromyalgia|osteoporosis|scoliosis|arthritis|hernia|concussion|migraines?|"
+    r"adhd|autism|ocd|ptsd|depression|anxiety|bipolar(?: disorder)?|schizophrenia|"
+    r"hypertension|high blood pressure|low blood pressure|high cholesterol|cancer|leukemia|"
+    r"leukaemia|tumou?r|hiv|hepatitis [a-e]|crohn'?s(?: disease)?|colitis|ibs|coeliac|celiac|"
+    r"acid reflux|gerd|copd|bronchitis|cystic fibrosis|sickle cell|long covid|tourette'?s|"
+    r"cerebral palsy|atrial fibrillation|afib|arrhythmia|hay ?fever"
+)
+# With the forms only a whole clause can tell ("a chronic back condition", "type 2 diabetes").
+_CONDITION = (
+    rf"(?:an? )?(?:(?:type [12] |gestational )?(?:{CONDITION_NAMES})|thyroid \w+|"
+    r"chronic \w+(?: \w+)?|[\w' -]+ (?:disease|disorder|syndrome|condition))"
+)
+# Conditions said as an adjective ("I'm diabetic").
+_CONDITION_ADJECTIVES = (
+    r"diabetic|pre-?diabetic|asthmatic|epileptic|an(?:a)?emic|coeliac|celiac|autistic|"
+    r"bipolar|dyslexic|dyspraxic|hypothyroid|hyperthyroid|immunocompromised|hiv positive|"
+    r"hiv-positive|pregnant|anorexic|bulimic|insomniac|arthritic"
+)
 _STYLE_NOUNS = (
     r"answers?|replies|reply|responses?|explanations?|messages?|summaries|summary|emails?"
 )
@@ -266,6 +304,13 @@ def _untimed(text: str) -> str:
     return _TIME_TAIL.sub("", text).strip(" ,")
 
 
+def _joined(*parts: str) -> str:
+    """Pieces of a rewritten statement, one space between each: a captured fragment loses
+    its own leading space to `_untimed` and `strip`, so a rewrite never concatenates them
+    ("a nurse" + "at the city hospital", not "a nurseat the city hospital")."""
+    return " ".join(part.strip() for part in parts if part and part.strip())
+
+
 def head_noun(phrase: str) -> str:
     """The word a phrase is about: "a budgeting app in Django" → "app", "green tea" → "tea"."""
     phrase = _untimed(phrase.lower())
@@ -319,6 +364,9 @@ def _answer_slot(text: str) -> str | None:
 Read = tuple[list[Statement], list[Mention]]
 _I = r"(?i:i|we)"
 _AM = r"(?i:i'm|i am|we're|we are)"
+# "I have", "I've got", "I also have", "we've got".
+_HAVE = r"(?i:i|we)(?i:'ve| have)?(?i:\s+(?:also|still|now|even))*\s+(?i:have|got)"
+_SEVERITY = r" (?i:severe|serious|mild|bad|slight|strong|deadly|life-threatening|food)"
 
 
 def _name(clause: str) -> Read | None:
@@ -348,8 +396,10 @@ def _name(clause: str) -> Read | None:
         rf"^(?i:a|an)\s+(?P<role>[a-z][a-z -]*?)(?:\s+(?i:in|at|from)\s+(?P<place>{NAME}))?$", rest
     )
     if role and role.group("role").split()[-1] in ROLES:
-        where = f" in {role.group('place')}" if role.group("place") else ""
-        statements.append(Statement(PROFILE, f"I work as a {role.group('role')}{where}.", "role"))
+        where = f"in {role.group('place')}" if role.group("place") else ""
+        statements.append(
+            Statement(PROFILE, _joined("I work as a", role.group("role"), where) + ".", "role")
+        )
         if role.group("place"):
             mentions.append(Mention(role.group("place"), "place"))
     return statements, mentions
@@ -397,7 +447,7 @@ def _employer(clause: str) -> Read | None:
     org, rest = m.group("org"), _untimed(m.group("rest") or "")
     if re.match(r"(?i)^(?:a|an) ", org) and head_noun(org) in ROLES:
         return None  # "I work as a nurse" is a role
-    content = f"I work at {org} {rest}".strip() + "."
+    content = _joined("I work at", org, rest) + "."
     mentions = (
         [] if org[:1].islower() else [Mention(re.sub(r"^(?i:the) ", "", org), "organization")]
     )
@@ -409,7 +459,7 @@ def _role(clause: str) -> Read | None:
         r"^(?:(?i:i|we)(?i:'m| am)?(?i:\s+(?:now|currently|still))*\s+(?i:work(?:ing)? as)"
         r"|(?i:my) (?i:job|role|position|title|profession) (?i:is)"
         r"|(?i:i'm|i am)(?i:\s+(?:now|currently|still|also))*)"
-        r"\s+(?i:a|an)?\s*(?P<role>[a-zA-Z][a-zA-Z -]*?)"
+        r"\s+(?:(?i:an|a)\s+)?(?P<role>[a-zA-Z][a-zA-Z -]*?)"
         r"(?P<rest>(?:\s+(?i:at|in|for|by|from)\s+.+)?)$",
         clause,
     )
@@ -422,7 +472,7 @@ def _role(clause: str) -> Read | None:
     if words[-1] == "owner" and len(words) == 1:
         return None
     article = "an" if role[:1].lower() in "aeiou" else "a"
-    content = f"I work as {article} {role}{_untimed(m.group('rest') or '')}."
+    content = _joined("I work as", article, role, _untimed(m.group("rest") or "")) + "."
     mentions = []
     at = re.search(rf"\b(?i:at|for)\s+(?P<org>{NAME})", m.group("rest") or "")
     if at:
@@ -518,10 +568,22 @@ def _allergy(clause: str) -> Read | None:
         r"(?i:\s+(?:also|very|severely|seriously|quite|highly|mildly|slightly|deathly))*\s+"
         r"(?i:allergic to)\s+(?P<what>.+)$",
         clause,
-    ) or re.match(r"^(?i:i have) (?i:an? )?(?P<what>[\w -]+?) (?i:allergy)$", clause)
+    ) or re.match(
+        rf"^{_HAVE}(?: (?i:an?))?(?:{_SEVERITY})* (?i:allerg(?:y|ies)) (?i:to) (?P<what>.+)$",
+        clause,
+    )
     if m:
         what = _untimed(m.group("what")).strip(" .")
         return [Statement(PROFILE, f"I am allergic to {what}.", f"allergy:{head_noun(what)}")], []
+    # "I have a nut allergy", "I've got a severe shellfish allergy": in the person's words.
+    m = re.match(
+        rf"^{_HAVE}(?: (?i:an?))?(?:{_SEVERITY})* (?P<what>[\w -]+?) (?i:allerg(?:y|ies))$",
+        clause,
+    )
+    if m:
+        what = m.group("what")
+        content = _sentence(_expand(clause))
+        return [Statement(PROFILE, content, f"allergy:{head_noun(what)}")], []
     m = re.match(
         r"^(?i:i'm|i am)(?i:\s+(?:also|very|quite|a bit))*\s+(?P<what>[\w-]+) (?i:intolerant)$",
         clause,
@@ -803,9 +865,52 @@ def _diagnosis(clause: str) -> Read | None:
     return [Statement(FACT, content, f"condition:{head_noun(what)}")], []
 
 
+def _medication(clause: str) -> Read | None:
+    """ "I take metformin", "I'm on blood thinners": health, local only by default."""
+    m = re.match(
+        r"^(?i:i|we)(?i:'m| am|'ve been| have been| are|'re)?"
+        r"(?i:\s+(?:also|still|now|currently|already|just|daily|regularly|recently))*\s+"
+        r"(?i:take|taking|use|using|on|started taking|started on|been taking|been on|need)\s+"
+        r"(?P<what>.+)$",
+        clause,
+    )
+    found = re.search(rf"\b(?:{MEDICATIONS})\b", m.group("what"), re.I) if m else None
+    if not m or not found:
+        return None
+    medicine = head_noun(found.group(0)) or found.group(0).lower()
+    return [Statement(FACT, _sentence(_expand(clause)), f"medication:{medicine}")], []
+
+
+def _condition(clause: str) -> Read | None:
+    """ "I have asthma", "I suffer from migraines", "I'm diabetic": health, local only by
+    default. A condition has its own slot, so a second one does not replace the first."""
+    m = re.match(
+        rf"^(?:{_HAVE}|(?i:i|we) (?i:live with|suffer from|struggle with|deal with|"
+        r"was born with|am living with|'m living with|have had|'ve had|had))"
+        r"(?i:\s+(?:also|still|now|mild|severe|bad|chronic))*\s+(?P<what>.+)$",
+        clause,
+    )
+    what = _untimed(m.group("what")).strip(" .") if m else ""
+    if what and re.fullmatch(_CONDITION, what, re.I):
+        thing = head_noun(what)
+        if thing in ("disease", "disorder", "syndrome", "condition", "pressure", "cholesterol"):
+            thing = re.sub(r"(?i)^an? ", "", what).lower()  # heart disease ≠ celiac disease
+        return [Statement(FACT, _sentence(_expand(clause)), f"condition:{thing}")], []
+    m = re.match(
+        rf"^(?i:i'm|i am)(?i:\s+(?:also|now|a bit|mildly|borderline))*\s+"
+        rf"(?P<what>(?i:{_CONDITION_ADJECTIVES}))$",
+        _untimed(clause),
+    )
+    if m:
+        what = m.group("what").lower()
+        return [Statement(FACT, f"I am {what}.", f"condition:{what}")], []
+    return None
+
+
 PATTERNS: list[Callable[[str], Read | None]] = [
-    _diet, _allergy, _diagnosis, _age, _timezone, _language, _name, _origin, _residence, _role,
-    _employer, _pet, _third_party, _imperative, _preference, _task, _habit, _general,
+    _diet, _allergy, _diagnosis, _medication, _condition, _age, _timezone, _language, _name,
+    _origin, _residence, _role, _employer, _pet, _third_party, _imperative, _preference, _task,
+    _habit, _general,
 ]  # fmt: skip
 
 

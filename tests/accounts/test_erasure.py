@@ -28,7 +28,6 @@ from django_redis import get_redis_connection
 
 from accounts import services as account_services
 from accounts.models import ErasureReceipt, User
-from accounts.templatetags.ui_tags import noun
 from chat import services as chat_services
 from chat.models import Conversation, Message
 from chat.tasks import extract_memories_task
@@ -331,9 +330,12 @@ def test_erasure_leaves_no_trace_in_any_table_or_redis_key_and_queued_tasks_do_n
     receipt = ErasureReceipt.objects.get()
     html = response.content.decode()
     assert "Your account is erased" in html
-    for label, count in receipt.counts.items():
-        # Counted in words: "1 session", "4 messages".
-        assert f"<strong>{count}</strong> {noun(label, count)}" in html
+    # What of theirs went, in their words; the exact counts stay on the receipt.
+    for item in account_services.erased_items(receipt.counts):
+        assert f"<li>{item}</li>" in html
+    assert "1 conversation with 4 messages" in html
+    for internal in ("extraction run", "cache key", "entity event", "session", "<li>0 "):
+        assert internal not in html
     assert receipt.counts["messages"] == preview["messages"] == 4
     assert receipt.counts["memories"] == preview["memories"]
     assert receipt.counts["conversations"] == 1
@@ -719,3 +721,32 @@ def test_erasure_finds_the_persons_sessions_whatever_their_encoding(
 
     assert sorted(account_services._session_keys(user.pk)) == sorted([plain, compressed])
     assert account_services._session_keys(other_user.pk) == [other]
+
+
+def test_the_erased_page_says_what_of_the_persons_went_in_plain_words() -> None:
+    """The tester's receipt read "3 extraction runs, 3 entity events, 0 cache keys"."""
+    counts = {
+        "account": 1,
+        "email addresses": 1,
+        "conversations": 3,
+        "messages": 7,
+        "memories": 1,
+        "memory history events": 4,
+        "people, pets and places": 0,
+        "extraction runs": 3,
+        "entity events": 3,
+        "sessions": 1,
+        "cache keys": 0,
+    }
+    assert account_services.erased_items(counts) == [
+        "Your account and sign-in details (email address and password)",
+        "3 conversations with 7 messages",
+        "1 memory and its history",
+        "The records Mnemo kept while learning from your messages",
+        "You were signed out everywhere you were signed in",
+    ]
+    only = {"account": 1, "email addresses": 1, "people, pets and places": 1, "cache keys": 0}
+    assert account_services.erased_items(only) == [
+        "Your account and sign-in details (email address and password)",
+        "1 person, pet or place",
+    ]

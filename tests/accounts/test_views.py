@@ -114,3 +114,26 @@ def test_password_reset_sends_an_email_with_a_working_link(
 def test_account_page_shows_the_signed_in_email(user_client: Client, user: Any) -> None:
     response = user_client.get(reverse("accounts:account"))
     assert user.email in response.content.decode()
+
+
+def test_a_new_account_is_welcomed_and_a_returning_person_is_signed_in(
+    client: Client, user: Any
+) -> None:
+    """After sign-up the flash welcomes a new account; allauth's "Successfully signed in as…"
+    stays for signing in."""
+    from django.contrib.messages import get_messages
+
+    response = client.post(
+        reverse("account_signup"),
+        {"email": "new@example.com", "password1": PASSWORD, "password2": PASSWORD},
+        follow=True,
+    )
+    said = [str(m) for m in get_messages(response.wsgi_request)]
+    assert said == ["Welcome to Mnemo! Your account new@example.com is ready."], said
+    client.logout()
+
+    response = client.post(
+        reverse("account_login"), {"login": user.email, "password": PASSWORD}, follow=True
+    )
+    said = [str(m) for m in get_messages(response.wsgi_request)]
+    assert said == [f"Successfully signed in as {user.email}."], said

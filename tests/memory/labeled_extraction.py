@@ -16,6 +16,7 @@ Everything else that is live at the end is junk. Used by tests/memory/test_extra
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,21 @@ CASES: list[Case] = [
     Case("employer", [U("I work at Acme Corp.")], [(P, ("Acme",))]),
     Case("role", [U("I work as a nurse.")], [(P, ("nurse",))]),
     Case("role-short", [U("I'm a software engineer.")], [(P, ("software engineer",))]),
+    # A rewrite keeps the person's words apart ("a nurseat the city hospital" was stored once).
+    Case(
+        "role-at-place",
+        [U("I work as a nurse at the city hospital.")],
+        [(P, ("nurse at the city hospital",))],
+    ),
+    Case("role-an", [U("I work as an engineer in Berlin.")], [(P, ("an engineer in Berlin",))]),
+    Case(
+        "role-short-at", [U("I'm a teacher at Lincoln High.")], [(P, ("teacher at Lincoln High",))]
+    ),
+    Case(
+        "role-for",
+        [U("By the way, I work as a data analyst for the council.")],
+        [(P, ("data analyst for the council",))],
+    ),
     Case(
         "intro",
         [U("Hi, I'm Ada Lovelace and I work at Acme as a data engineer.")],
@@ -111,6 +127,32 @@ CASES: list[Case] = [
         [(P, ("peanuts",)), (P, ("shellfish",))],
     ),
     Case("diabetes", [U("I have type 1 diabetes.")], [(F, ("diabetes",))]),
+    Case("allergy-have", [U("I have an allergy to peanuts.")], [(P, ("allergic", "peanuts"))]),
+    Case(
+        "allergy-have-two",
+        [U("I have an allergy to peanuts."), NEW, U("I also have an allergy to cats.")],
+        [(P, ("peanuts",)), (P, ("cats",))],
+    ),
+    Case(
+        "allergy-noun",
+        [U("I've got a severe shellfish allergy.")],
+        [(P, ("shellfish allergy",))],
+    ),
+    Case("medication", [U("I take metformin every morning.")], [(F, ("metformin",))]),
+    Case("medication-generic", [U("I take sertraline.")], [(F, ("sertraline",))]),
+    Case("medication-on", [U("I'm on blood thinners.")], [(F, ("blood thinners",))]),
+    Case(
+        "diagnosis",
+        [U("I was diagnosed with ADHD last year.")],
+        [(F, ("diagnosed", "ADHD"))],
+    ),
+    Case(
+        "conditions-two",
+        [U("I have asthma."), NEW, U("I have eczema.")],
+        [(F, ("asthma",)), (F, ("eczema",))],
+    ),
+    Case("condition-adjective", [U("I'm diabetic.")], [(F, ("diabetic",))]),
+    Case("condition-suffer", [U("I suffer from migraines.")], [(F, ("migraines",))]),
     Case("lactose", [U("I'm lactose intolerant.")], [(P, ("lactose",))]),
     # --- People, pets, places (third parties) ---
     Case("dog", [U("I have a dog called Bruno.")], [(F, ("dog", "Bruno"))]),
@@ -422,8 +464,11 @@ class Score:
 
 
 def _has(content: str, words: tuple[str, ...]) -> bool:
-    lowered = content.lower()
-    return all(word.lower() in lowered for word in words)
+    """Each word or phrase is in the content as whole words: "nurse at the city" is not in
+    "a nurseat the city", nor "cat" in "cats"."""
+    return all(
+        re.search(rf"(?<!\w){re.escape(word)}(?!\w)", content, re.IGNORECASE) for word in words
+    )
 
 
 def score_case(case: Case, live: list[tuple[str, str]], total: Score) -> None:

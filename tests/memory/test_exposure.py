@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
+from django.urls import reverse
 
 from accounts import services as account_services
 from chat import services as chat_services
@@ -351,3 +352,77 @@ def test_a_new_chat_starts_on_the_endpoint_chosen_in_the_sidebar(
     assert Conversation.objects.filter(user=user).count() == 1
     settings.LLM_EXTRA_ENDPOINTS = []
     assert 'id="new-chat-endpoint"' not in user_client.get("/chat/").content.decode()
+
+
+# Every common way of saying an allergy, a medication, a diagnosis or a condition.
+_HEALTH_SAID = [
+    ("I'm allergic to peanuts.", "allergy:peanuts"),
+    ("I have an allergy to peanuts.", "allergy:peanuts"),
+    ("I have a nut allergy.", "allergy:nut"),
+    ("I've got a severe shellfish allergy.", "allergy:shellfish"),
+    ("I'm lactose intolerant.", "intolerance:lactose"),
+    ("I take metformin.", "medication:metformin"),
+    ("I take sertraline every morning.", "medication:sertraline"),
+    ("I take 50mg of levothyroxine.", "medication:levothyroxine"),
+    ("I'm on blood thinners.", "medication:thinners"),
+    ("I'm on insulin.", "medication:insulin"),
+    ("I was diagnosed with diabetes.", "condition:diabetes"),
+    ("I've been diagnosed with ADHD.", "condition:adhd"),
+    ("I have asthma.", "condition:asthma"),
+    ("I have type 2 diabetes.", "condition:diabetes"),
+    ("I have eczema.", "condition:eczema"),
+    ("I have high blood pressure.", "condition:high blood pressure"),
+    ("I suffer from migraines.", "condition:migraines"),
+    ("I live with epilepsy.", "condition:epilepsy"),
+    ("I'm diabetic.", "condition:diabetic"),
+    ("I'm asthmatic.", "condition:asthmatic"),
+]
+
+
+@pytest.mark.parametrize(("text", "slot"), _HEALTH_SAID)
+def test_every_common_phrasing_of_a_health_fact_is_read_as_health(text: str, slot: str) -> None:
+    """Allergies, medication, diagnoses and conditions, however they are said, are read as
+    one statement in that slot (a second allergy does not replace the first) and read as
+    health, so the default rule keeps them on local models."""
+    from memory import statements
+
+    read = statements.read(text).statements
+    assert [s.slot for s in read] == [slot], read
+    assert exposure.category_of(read[0].content) == "health", read[0].content
+
+
+def test_two_allergies_or_two_conditions_said_the_same_way_are_both_kept() -> None:
+    from memory import statements
+
+    said = "I have an allergy to peanuts. I have an allergy to cats. I have asthma. I have eczema."
+    slots = [s.slot for s in statements.read(said).statements]
+    assert slots == ["allergy:peanuts", "allergy:cats", "condition:asthma", "condition:eczema"]
+
+
+@pytest.mark.parametrize(
+    "text", ["I take the bus to work.", "I take photos of birds.", "I have a dog called Rex."]
+)
+def test_taking_or_having_something_else_is_not_health(text: str) -> None:
+    from memory import statements
+
+    for statement in statements.read(text).statements:
+        assert exposure.category_of(statement.content) is None
+        assert not (statement.slot or "").startswith(("medication:", "condition:", "allergy:"))
+
+
+def test_a_health_fact_learned_from_chat_is_kept_local_by_default(
+    user: Any, user_client: Client, fake_llm: Any, settings: Any
+) -> None:
+    """What the tester did: said it in a chat on the default model, looked at the memory."""
+    from tests.memory.labeled_extraction import Case, U, run_case
+
+    settings.MEMORY_LOCAL_ONLY_DEFAULT = ["health"]
+    fake_llm.responder = lambda request: {"facts": [], "entities": []}
+    said = [text for text, _ in _HEALTH_SAID[:10]]
+    live = run_case(Case("health", [U(text) for text in said]), user)
+    assert len(live) == len(said) - 1, live  # both ways of saying the peanut allergy are one
+    rules = exposure.rules_for(user=user)
+    reasons = [rules.reason(kind=kind, content=content) for kind, content in live]
+    assert reasons == ["health"] * len(live)
+    page = user_client.get(reverse("memory:index")).content.decode()
+    assert page.count("Local only: health") == len(live)

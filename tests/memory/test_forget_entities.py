@@ -147,3 +147,27 @@ def test_rejecting_a_proposal_takes_its_words_from_the_entities_waiting_with_the
     review.approve(user=user, pending_id=beach.pk)
     assert Entity.objects.get(user=user, name="Bruno").attributes == {}
     assert _rows_containing(CANARY) == {}
+
+
+def test_deleting_the_pet_fact_from_the_memory_page_leaves_no_empty_pet_behind(
+    user: Any, user_client: Client, fake_llm: Any
+) -> None:
+    """The tester's case: said in a chat, learned by the real extraction, deleted from the
+    memory page. Nothing else names Biscuit, so no "Biscuit (Pet) — breed: beagle, 0 linked
+    memories" is left on the page or in the export."""
+    from tests.memory.labeled_extraction import Case, U, run_case
+
+    fake_llm.responder = lambda request: {"facts": [], "entities": []}
+    run_case(Case("biscuit", [U("I have a dog called Biscuit, a beagle.")]), user)
+    memory = Memory.objects.for_user(user).get(content__contains="Biscuit")
+    biscuit = Entity.objects.get(user=user, name="Biscuit")
+    assert biscuit.attributes == {"species": "dog", "breed": "beagle"}
+    assert list(biscuit.memories.all()) == [memory]
+
+    response = user_client.post(reverse("memory:delete", args=[memory.pk]))
+
+    assert response.status_code in (200, 302)
+    assert not Memory.objects.filter(pk=memory.pk).exists()
+    assert not Entity.objects.filter(user=user, name="Biscuit").exists()
+    page = user_client.get(reverse("memory:index")).content.decode()
+    assert "Biscuit" not in page and "beagle" not in page

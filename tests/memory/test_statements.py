@@ -97,3 +97,65 @@ def test_a_change_of_value_shares_the_slot_of_the_old_one() -> None:
         "I am allergic to shellfish."
     )
     assert extraction.slot_of("I drink tea.") != extraction.slot_of("I drink coffee.")
+
+
+# --- Rewritten statements keep the person's words apart ---
+
+# Words a rewrite may add to what the person typed ("I'm a nurse" → "I work as a nurse.").
+_REWRITE_WORDS = frozenset(
+    """i am my name is live in from work at as a an have been diagnosed with allergic to
+    years old timezone prefer no answers don't eat intolerant""".split()  # noqa: SIM905
+)
+
+
+def _words(text: str) -> set[str]:
+    import re
+
+    text = re.sub(r"(?i)\bi'm\b", "i am", text.replace("\u2019", "'"))
+    text = re.sub(r"(?i)\bwe're\b", "we are", text)
+    return {w.lower() for w in re.findall(r"[\w'-]+", text)}
+
+
+def _said(cases: list) -> list[str]:
+    return [turn.text for case in cases for turn in case.turns if turn.role == "user"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I work as a nurse at the city hospital.",
+        "I'm a teacher at Lincoln High.",
+        "I work as an engineer in Berlin.",
+        "I'm a nurse in Lisbon now.",
+        "I work as a data analyst for the council.",
+        "My job is a designer at a small studio.",
+        "I'm Ana, a nurse in Porto.",
+        "I work at the city hospital as a nurse.",
+        "I'm allergic to peanuts and I work as a chef at Nando's.",
+        "I have a dog called Biscuit, a beagle.",
+    ],
+)
+def test_a_rewritten_statement_glues_no_words_together(text: str) -> None:
+    """Every word of a stored statement was typed by the person or is a rewrite's own word:
+    "I work as a nurse at the city hospital" was once stored as "…a nurseat the city…"."""
+    said = _words(text)
+    for statement in statements.read(text).statements:
+        added = _words(statement.content) - said - _REWRITE_WORDS
+        assert not added, (statement.content, added)
+
+
+def test_no_statement_of_the_labeled_set_glues_words_together() -> None:
+    from tests.memory.labeled_extraction import CASES
+
+    for text in _said(CASES):
+        said = _words(text)
+        for statement in statements.read(text).statements:
+            added = _words(statement.content) - said - _REWRITE_WORDS
+            assert not added, (text, statement.content, added)
+
+
+def test_the_role_keeps_where_the_person_works_as_they_said_it() -> None:
+    assert _read("I work as a nurse at the city hospital.") == [
+        ("profile", "I work as a nurse at the city hospital.", "role")
+    ]
+    assert _read("I'm a teacher in Lyon.") == [("profile", "I work as a teacher in Lyon.", "role")]
