@@ -121,6 +121,11 @@ class Tally:
     repeats: int = 0
     tokens: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    # Continue on each reply cut by the limit: it ended (the model stopped, at a sentence
+    # end), or it repeats the cut text (its first sentence again, or nearly all of it).
+    continued: int = 0
+    continue_ended: int = 0
+    continue_repeats: int = 0
 
 
 def decoding_for(base: Any, options: dict[str, Any]) -> Any:
@@ -213,10 +218,14 @@ def main() -> None:
             f"setup {time.perf_counter() - started:.0f} s"
         )
         original = model_class.DECODING[model_class.SMALL]
+        original_turns = chat_services.SMALL_HISTORY_TURNS
         tallies = {name: Tally() for name, _ in variants}
         for chat in CHATS:
             for name, options in variants:  # interleaved: each chat in every variant
                 model_class.DECODING[model_class.SMALL] = decoding_for(original, options)
+                chat_services.SMALL_HISTORY_TURNS = (
+                    int(options["turns"]) if "turns" in options else original_turns
+                )
                 tally = tallies[name]
                 conversation = chat_services.start_conversation(user=user)
                 replies: list[str] = []
@@ -237,6 +246,20 @@ def main() -> None:
                     tally.repeats += repeat
                     tally.tokens.append(tokens)
                     replies.append(content)
+                    if cut and hasattr(chat_services, "continuation_prompt"):
+                        more, more_finish, _ = collect(
+                            chat_services.continuation_prompt(prompt, content)
+                        )
+                        tally.continued += 1
+                        tally.continue_ended += more_finish == "stop" and not ends_mid_sentence(
+                            more
+                        )
+                        first = re.split(r"(?<=[.!?])\s", content.strip(), maxsplit=1)[0]
+                        tally.continue_repeats += first.lower() in more.lower() or near_repeat(
+                            more, [content]
+                        )
+                        if args.verbose:
+                            print(f"    continue [{more_finish}] {more!r}")
                     fields = {"content": content, "status": Message.Status.COMPLETE}
                     if hasattr(Message, "finish_reason"):
                         fields["finish_reason"] = finish or ""
@@ -253,7 +276,7 @@ def main() -> None:
 
         print(
             f"{'variant':8} {'spec':22} {'length':>12} {'mid-sentence':>12} {'repeats':>12} "
-            f"{'tokens med/max':>14} {'s/reply':>7}"
+            f"{'tokens med/max':>14} {'s/reply':>7} | {'continue: ended':>15} {'repeats':>12}"
         )
         for name, options in variants:
             tally = tallies[name]
@@ -263,7 +286,9 @@ def main() -> None:
                 f"{share(tally.mid_sentence, tally.replies)} "
                 f"{share(tally.repeats, tally.replies)} "
                 f"{statistics.median(tally.tokens):>8.0f}/{max(tally.tokens):<5} "
-                f"{tally.seconds / max(tally.replies, 1):7.1f}"
+                f"{tally.seconds / max(tally.replies, 1):7.1f} | "
+                f"{share(tally.continue_ended, tally.continued):>15} "
+                f"{share(tally.continue_repeats, tally.continued)}"
             )
         print(f"{common.load_line()} at the end")
         User.objects.filter(pk=user.pk).delete()
