@@ -287,7 +287,9 @@ def retry_reply(*, user: Any, message_id: int) -> Message:
 
 def continue_reply(*, user: Any, message_id: int) -> Message:
     """Reopen the last reply of a conversation that the token limit cut short, to go on
-    from where it stopped: streamed like a new reply, its text is added to what is there."""
+    from where it stopped: streamed like a new reply, its text is added to what is there.
+    It asks the model again, so it counts against the rate limit and the daily budget."""
+    check_limits(user=user)
     with transaction.atomic():
         reply = (
             Message.objects.for_user(user)

@@ -115,6 +115,18 @@ def test_continue_refuses_a_cut_reply_that_is_not_the_latest(user: Any, fake_llm
     assert later.status == Message.Status.PENDING
 
 
+def test_continue_counts_against_the_daily_token_budget(
+    user: Any, fake_llm: FakeLLM, settings: Any
+) -> None:
+    reply = _cut_reply(user, fake_llm)
+    settings.CHAT_DAILY_TOKEN_BUDGET = 1
+
+    with pytest.raises(services.RateLimited):
+        services.continue_reply(user=user, message_id=reply.pk)
+    reply.refresh_from_db()
+    assert reply.cut_short  # still offered once the budget resets
+
+
 def test_continue_refuses_another_users_reply(
     user: Any, other_user: Any, fake_llm: FakeLLM
 ) -> None:
