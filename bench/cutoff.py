@@ -3,19 +3,22 @@
 Run: `.venv/bin/python bench/cutoff.py` from the repository root (`--verbose` prints every
 reply; `--variant NAME=SPEC` (repeatable) compares decodings, interleaved chat by chat so load
 hits each the same; SPEC is comma-separated `max=N`, `fp=F` (frequency penalty), `pp=F`
-(presence penalty), or `base` for the chat's own decoding). It starts an embedded PostgreSQL in
-`<data dir>/bench/pg` (unless DATABASE_URL is set) and llama.cpp's server with SmolLM2-135M
-(unless `--base-url` or LLM_BASE_URL names an endpoint). One person (the grounding bench's
-Marta, 18 memories) has six chats of five or six messages each (personal questions,
-chit-chat, how-to and explain requests, a trip plan over several turns), sent one at a time
-through the real prompt assembly (`chat.services.assemble_prompt`, with the chat's history)
-and `chat.services.stream_model`; each reply is saved as the chat saves it (with its finish
-reason), so the next message's prompt carries it.
+(presence penalty), or `base` for the chat's own decoding, which is the default). It starts an
+embedded PostgreSQL in `<data dir>/bench/pg` (unless DATABASE_URL is set) and llama.cpp's
+server with SmolLM2-135M (unless `--base-url` or LLM_BASE_URL names an endpoint). One person
+(the grounding bench's Marta, 18 memories) has six chats of five or six messages each (personal
+questions, chit-chat, how-to and explain requests, a trip plan over several turns), sent one at
+a time through the real prompt assembly (`chat.services.assemble_prompt`, with the chat's
+history) and `chat.services.stream_model`; each reply is saved as the chat saves it (with its
+finish reason), so the next message's prompt carries it.
 
 Counted per variant: replies the endpoint ended by the token limit (finish_reason "length");
 replies that end mid-sentence as the person sees them (the last character is not a sentence
 end, or the reply is cut by the limit); replies that repeat an earlier reply of the same chat
-verbatim or nearly (difflib ratio >= 0.9); reply length (completion tokens, median/max).
+verbatim or nearly (difflib ratio >= 0.9); reply length (completion tokens, median/max). Each
+reply cut by the limit is also continued once as the Continue button asks
+(`chat.services.continuation_prompt`, not saved): "ended" counts continuations the model
+finished at a sentence end, "repeats" those that say the cut reply's first sentence again.
 """
 
 from __future__ import annotations
@@ -218,14 +221,10 @@ def main() -> None:
             f"setup {time.perf_counter() - started:.0f} s"
         )
         original = model_class.DECODING[model_class.SMALL]
-        original_turns = chat_services.SMALL_HISTORY_TURNS
         tallies = {name: Tally() for name, _ in variants}
         for chat in CHATS:
             for name, options in variants:  # interleaved: each chat in every variant
                 model_class.DECODING[model_class.SMALL] = decoding_for(original, options)
-                chat_services.SMALL_HISTORY_TURNS = (
-                    int(options["turns"]) if "turns" in options else original_turns
-                )
                 tally = tallies[name]
                 conversation = chat_services.start_conversation(user=user)
                 replies: list[str] = []

@@ -464,12 +464,6 @@ def _earlier_messages(*, user: Any, reply: Message) -> list[dict[str, Any]]:
     return list(rows)
 
 
-# How many of the latest turns (a message and its reply) the small layout's history keeps;
-# None: as many as CHAT_HISTORY_TOKEN_BUDGET holds. A small model copies an earlier reply of
-# the chat word for word (bench/cutoff.py).
-SMALL_HISTORY_TURNS: int | None = None
-
-
 def assemble_prompt(
     *,
     user: Any,
@@ -518,12 +512,7 @@ def assemble_prompt(
 
     budget = settings.CHAT_HISTORY_TOKEN_BUDGET
     history: list[dict[str, str]] = []
-    turns = SMALL_HISTORY_TURNS if layout == model_class.SMALL else None
     for message in earlier[1:]:
-        if turns is not None and message["role"] == Message.Role.ASSISTANT:
-            if turns <= 0:
-                break  # whole turns only: the roles still alternate
-            turns -= 1
         cost = llm.count_tokens(message["content"])
         if cost > budget:
             break
