@@ -75,11 +75,23 @@ class WithEndpoint(serializers.Serializer):
 
 
 class MessageOutput(serializers.ModelSerializer):
+    finish_reason = serializers.CharField(
+        read_only=True,
+        help_text="Why the model ended the reply, as the endpoint said: `stop` (it finished), "
+        "`length` (the token limit cut it), or empty when not known (a memory command, a "
+        "stopped or failed reply, a reply saved before this was recorded).",
+    )
+    cut_short = serializers.BooleanField(
+        read_only=True,
+        help_text="A complete reply the token limit ended, likely mid-sentence: show it as cut "
+        "short; `POST /api/messages/{id}/continue` goes on from where it stopped.",
+    )
+
     class Meta:
         model = Message
         fields = [
             "id", "conversation", "role", "content", "status", "error", "model",
-            "prompt_tokens", "completion_tokens", "created_at",
+            "prompt_tokens", "completion_tokens", "created_at", "finish_reason", "cut_short",
         ]  # fmt: skip
 
 
@@ -206,7 +218,8 @@ class MessageStreamApi(APIView):
             **SEND_ERRORS,
         },
         description="Send a message and stream the reply as server-sent events: `token` events "
-        "(`{text}`) then one `done` event with the saved reply (`{id, status, content, error}`).",
+        "(`{text}`) then one `done` event with the saved reply (`{id, status, content, error, "
+        "finish_reason, cut_short}`).",
     )
     def post(self, request: Request, conversation_id: int) -> StreamingHttpResponse:
         data = MessageInput(data=request.data)
@@ -221,6 +234,25 @@ class MessageStreamApi(APIView):
         return streaming_response(
             reply_stream_events(user=user, message_id=reply.pk, render_html=False)
         )
+
+
+class MessageContinueApi(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            200: MessageOutput,
+            502: OpenApiResponse(MessageOutput, description="LLM failed"),
+            **errors(404, 409, 429, *AUTH_ERRORS),
+        },
+        description="Go on with the conversation's latest reply when the token limit cut it "
+        "short (`cut_short`), and wait for it: the model's new text is added to the reply's "
+        "`content`, and the reply may be cut short again. 409 for a reply that was not cut "
+        "short or is not the latest.",
+    )
+    def post(self, request: Request, message_id: int) -> Response:
+        reply = services.continue_and_wait(user=request.user, message_id=message_id)
+        body = MessageOutput(reply).data
+        return Response(body, status=502 if reply.status == Message.Status.FAILED else 200)
 
 
 class ExportApi(APIView):

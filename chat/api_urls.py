@@ -19,6 +19,11 @@ urlpatterns = [
         name="api-messages",
     ),
     path(
+        "messages/<int:message_id>/continue",
+        api.MessageContinueApi.as_view(),
+        name="api-message-continue",
+    ),
+    path(
         "conversations/<int:conversation_id>/messages/stream",
         api.MessageStreamApi.as_view(),
         name="api-messages-stream",

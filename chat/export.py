@@ -87,6 +87,7 @@ def export_everything(*, user: Any) -> dict[str, Any]:
                     "content": message.content,
                     "status": message.status,
                     "error": message.error,
+                    "finish_reason": message.finish_reason,
                     "model": message.model,
                     "prompt_tokens": message.prompt_tokens,
                     "completion_tokens": message.completion_tokens,

@@ -8,6 +8,10 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+# The finish reason of a reply the token limit ended (OpenAI's name, which llama.cpp, vLLM
+# and Ollama use too).
+FINISH_LENGTH = "length"
+
 
 class ConversationQuerySet(models.QuerySet["Conversation"]):
     def for_user(self, user: Any) -> ConversationQuerySet:
@@ -81,6 +85,10 @@ class Message(models.Model):
     content = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     error = models.CharField(max_length=300, blank=True)
+    # Why the model ended the reply, as the endpoint said (OpenAI's finish_reason): "stop"
+    # (it finished), "length" (the token limit cut it: shown as "Cut short" with Continue),
+    # "" when not known (a memory command, a stopped or failed reply, older replies).
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
     model = models.CharField(max_length=200, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
@@ -142,6 +150,11 @@ class Message(models.Model):
         return [
             {**item, "content": by_source.get(item["source"], {}).get(item["id"])} for item in items
         ]
+
+    @property
+    def cut_short(self) -> bool:
+        """A finished reply the token limit ended, likely mid-sentence: it can be continued."""
+        return self.status == self.Status.COMPLETE and self.finish_reason == FINISH_LENGTH
 
     @property
     def is_open(self) -> bool:

@@ -285,6 +285,50 @@ def retry_reply(*, user: Any, message_id: int) -> Message:
     return reply
 
 
+def continue_reply(*, user: Any, message_id: int) -> Message:
+    """Reopen the last reply of a conversation that the token limit cut short, to go on
+    from where it stopped: streamed like a new reply, its text is added to what is there.
+    It asks the model again, so it counts against the rate limit and the daily budget."""
+    check_limits(user=user)
+    with transaction.atomic():
+        reply = (
+            Message.objects.for_user(user)
+            .select_for_update()
+            .get(pk=message_id, role=Message.Role.ASSISTANT)
+        )
+        newest = Message.objects.for_user(user).filter(conversation_id=reply.conversation_id)
+        if newest.order_by("-created_at", "-id").values_list("pk", flat=True)[0] != reply.pk:
+            raise NotRetryable("Only the latest reply can be continued.")
+        if not reply.cut_short or not reply.content:
+            raise NotRetryable("This reply was not cut short, so there is nothing to continue.")
+        # PENDING with its text kept is what marks a continuation (a retry empties the text).
+        reply.status = Message.Status.PENDING
+        reply.finish_reason = ""
+        reply.save(update_fields=["status", "finish_reason", "updated_at"])
+    return reply
+
+
+# Asked after the cut reply when the person presses Continue: never shown, never saved.
+CONTINUE_PROMPT = "Continue your last answer from where it stopped, without repeating it."
+
+
+def continuation_prompt(prompt: Prompt, written: str) -> Prompt:
+    """`prompt` followed by the reply written so far and a request to go on from there."""
+    messages = [
+        *prompt.messages,
+        {"role": "assistant", "content": written},
+        {"role": "user", "content": CONTINUE_PROMPT},
+    ]
+    return replace(prompt, messages=messages)
+
+
+def joined(written: str, more: str) -> str:
+    """The separator between a cut reply and the first piece of its continuation."""
+    if not written or not more or written[-1].isspace() or more[0].isspace():
+        return ""
+    return "" if more[0] in ".,;:!?)]}'\"" else " "
+
+
 def _provisional_title(content: str) -> str:
     # A title is shown everywhere and exported: never with a secret in it.
     words = " ".join(memory_privacy.redact(content)[0].split())
@@ -501,6 +545,8 @@ def stream_model(prompt: Prompt, *, temperature: float | None = None) -> Any:
         temperature=sampling.temperature if temperature is None else temperature,
         top_p=sampling.top_p,
         stop=sampling.stop,
+        frequency_penalty=sampling.frequency_penalty,
+        presence_penalty=sampling.presence_penalty,
     )
 
 
@@ -705,12 +751,14 @@ def _start(user: Any, message_id: int) -> _Start:
             raise NotRetryable("There is no message to reply to.")
         start.asked_id = asked["pk"]
         embedding = _message_embedding(user.pk, asked["content"])
-        start.command = commands.answer(
-            user=user,
-            text=asked["content"],
-            incognito=reply.conversation.incognito,
-            embedding=embedding,
-        )
+        # A continuation (`continue_reply`, the reply keeps its text) is never a command.
+        if not reply.content:
+            start.command = commands.answer(
+                user=user,
+                text=asked["content"],
+                incognito=reply.conversation.incognito,
+                embedding=embedding,
+            )
         if start.command is None:
             start.prompt = assemble_prompt(
                 user=user,
@@ -719,6 +767,8 @@ def _start(user: Any, message_id: int) -> _Start:
                 earlier=earlier,
                 conversation=reply.conversation,
             )
+            if reply.content:
+                start.prompt = continuation_prompt(start.prompt, reply.content)
             _release_connections()
     except Exception as exc:
         start.error = exc
@@ -734,19 +784,30 @@ def _finish(
     memory_ids: list[int],
     recall_record: dict[str, Any],
     asked_id: int | None = None,
+    finish_reason: str = "",
 ) -> Message:
+    # A continuation (the reply had text when it started) adds to the reply's tokens, and
+    # the turn's learning and title were queued when it first ended.
+    continued = bool(reply.content)
+    added = content[len(reply.content) :] if continued else content
     reply.content = content
     reply.recall = recall_record
     reply.status = status
     reply.error = error[:300]
+    reply.finish_reason = finish_reason[:32]
     if usage is not None:
-        reply.prompt_tokens = usage.prompt_tokens
-        reply.completion_tokens = usage.completion_tokens
+        prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
     else:
-        reply.completion_tokens = llm.count_tokens(content)
+        prompt_tokens, completion_tokens = 0, llm.count_tokens(added)
+    if continued:
+        reply.prompt_tokens += prompt_tokens
+        reply.completion_tokens += completion_tokens
+    else:
+        reply.prompt_tokens = prompt_tokens if usage is not None else reply.prompt_tokens
+        reply.completion_tokens = completion_tokens
     fields = [
         "content", "status", "error", "prompt_tokens", "completion_tokens", "model", "recall",
-        "updated_at", "endpoint",
+        "updated_at", "endpoint", "finish_reason",
     ]  # fmt: skip
     try:
         reply.save(update_fields=fields)
@@ -757,7 +818,8 @@ def _finish(
     if memory_ids and content:
         reply.memories_used.set(Memory.objects.for_user(reply.user_id).filter(pk__in=memory_ids))
         memory_services.mark_used(user=reply.user_id, memory_ids=memory_ids)
-    _after_reply(reply, asked_id)
+    if not continued:
+        _after_reply(reply, asked_id)
     return reply
 
 
@@ -846,8 +908,11 @@ async def stream_reply(
     start = await sync_to_async(_start)(user, message_id)
     reply = start.reply
     memory_ids: list[int] = []
-    parts: list[str] = []
+    # A continuation goes on after the text the reply has; only new text is streamed.
+    written = reply.content
+    parts: list[str] = [written] if written else []
     status, error, usage = Message.Status.STOPPED, "", None
+    finish_reason = ""
     recall_record: dict[str, Any] = {}
     stop_flag = stop_key(user.pk, message_id)
     extra: Any = None
@@ -886,9 +951,14 @@ async def stream_reply(
                         raise item
                     if item.usage:
                         usage = item.usage
+                    if item.finish_reason:
+                        finish_reason = item.finish_reason
                     if item.text:
-                        parts.append(item.text)
-                        yield ReplyEvent("token", text=item.text)
+                        text = item.text
+                        if written:
+                            text, written = joined(written, text) + text, ""
+                        parts.append(text)
+                        yield ReplyEvent("token", text=text)
             finally:
                 watcher.unwatch(stop_flag)
                 if not reader.done():
@@ -910,6 +980,7 @@ async def stream_reply(
             status,
             error,
             usage,
+            finish_reason if status == Message.Status.COMPLETE else "",
             memory_ids,
             recall_record,
             start.asked_id,
@@ -929,6 +1000,7 @@ def _finish_turn(
     status: str,
     error: str,
     usage: Any,
+    finish_reason: str,
     memory_ids: list[int],
     recall_record: dict[str, Any],
     asked_id: int | None,
@@ -937,7 +1009,9 @@ def _finish_turn(
 ) -> tuple[Message, Any, Exception | None]:
     """Everything after the model, in one worker-thread trip: save the reply, queue what
     learns from it, clear its stop flag, and run `on_done`."""
-    reply = _finish(reply, content, status, error, usage, memory_ids, recall_record, asked_id)
+    reply = _finish(
+        reply, content, status, error, usage, memory_ids, recall_record, asked_id, finish_reason
+    )
     _local_stops.discard(stop_flag)
     try:
         cache.delete(stop_flag)
@@ -953,9 +1027,8 @@ def _finish_turn(
         return reply, None, exc
 
 
-def reply_to(*, user: Any, conversation_id: int, content: str) -> tuple[Message, Message]:
-    """Send a message and wait for the whole reply (the JSON API's non-streamed variant)."""
-    user_message, reply = send_message(user=user, conversation_id=conversation_id, content=content)
+def _wait_for(user: Any, reply: Message) -> Message:
+    """Stream a pending reply to its end and return it as saved."""
 
     async def collect() -> Message:
         final = reply
@@ -966,7 +1039,18 @@ def reply_to(*, user: Any, conversation_id: int, content: str) -> tuple[Message,
 
     from asgiref.sync import async_to_sync
 
-    return user_message, async_to_sync(collect)()
+    return async_to_sync(collect)()
+
+
+def reply_to(*, user: Any, conversation_id: int, content: str) -> tuple[Message, Message]:
+    """Send a message and wait for the whole reply (the JSON API's non-streamed variant)."""
+    user_message, reply = send_message(user=user, conversation_id=conversation_id, content=content)
+    return user_message, _wait_for(user, reply)
+
+
+def continue_and_wait(*, user: Any, message_id: int) -> Message:
+    """Go on with a reply cut short and wait for it (the JSON API's Continue)."""
+    return _wait_for(user, continue_reply(user=user, message_id=message_id))
 
 
 # --- Titles ---

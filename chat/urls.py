@@ -18,4 +18,5 @@ urlpatterns = [
     path("m/<int:message_id>/stream", views.stream, name="stream"),
     path("m/<int:message_id>/stop", views.stop, name="stop"),
     path("m/<int:message_id>/retry", views.retry, name="retry"),
+    path("m/<int:message_id>/continue", views.continue_reply, name="continue"),
 ]

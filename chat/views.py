@@ -198,6 +198,19 @@ def retry(request: HttpRequest, message_id: int) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def continue_reply(request: HttpRequest, message_id: int) -> HttpResponse:
+    """Go on with a reply the token limit cut short: the reply, pending again, streams on."""
+    try:
+        reply = services.continue_reply(user=request.user, message_id=message_id)
+    except Message.DoesNotExist:
+        raise Http404("No such message.") from None
+    except services.ChatError as exc:
+        return _error(request, exc)
+    return render(request, "chat/conversation.html#message", {"message": reply})
+
+
+@login_required
 @require_GET
 def message(request: HttpRequest, message_id: int) -> HttpResponse:
     """One reply as it stands now. A page that shows a reply being written by another
@@ -273,6 +286,8 @@ async def reply_stream_events(
                 "status": message.status,
                 "content": message.content,
                 "error": message.error,
+                "finish_reason": message.finish_reason,
+                "cut_short": message.cut_short,
             }
             if render_html:
                 data["html"] = event.extra

@@ -278,6 +278,8 @@ async def stream_chat(
     target: Target | None = None,
     top_p: float | None = None,
     stop: Sequence[str] = (),
+    frequency_penalty: float | None = None,
+    presence_penalty: float | None = None,
 ) -> AsyncGenerator[StreamDelta]:
     """Stream a chat reply. Closing the iterator closes the upstream HTTP stream.
 
@@ -292,6 +294,10 @@ async def stream_chat(
         sampling["top_p"] = top_p
     if stop:
         sampling["stop"] = list(stop)
+    if frequency_penalty is not None:
+        sampling["frequency_penalty"] = frequency_penalty
+    if presence_penalty is not None:
+        sampling["presence_penalty"] = presence_penalty
     try:
         client = async_client(target)
         response_context = client.with_options(

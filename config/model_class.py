@@ -49,6 +49,10 @@ class Decoding:
     max_tokens: int | None = None
     # Where a reply ends even if the model goes on writing (a new turn it made up).
     stop: tuple[str, ...] = ()
+    # OpenAI's penalties on tokens already in the reply (llama.cpp also counts the prompt's
+    # last tokens); None: not sent.
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
 
 
 # Measured on SmolLM2-135M (bench/grounding.py, one prompt): sampled at 0.7 or even 0.2 it

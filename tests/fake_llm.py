@@ -131,6 +131,7 @@ class _Action:
     retry_after: float | None = None
     seconds: float = 0.0
     after_tokens: int = 0
+    finish_reason: str = "stop"
 
 
 @dataclass
@@ -418,7 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "index": 0,
                     "message": {"role": "assistant", "content": action.text, "refusal": None},
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": action.finish_reason,
                 }
             ],
             "usage": self._usage(request, action.text, action.usage),
@@ -494,7 +495,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if action.delay:
             fake._sleep(action.delay)
-        if not self._write_chunk(event([delta_choice({}, "stop")])):
+        if not self._write_chunk(event([delta_choice({}, action.finish_reason)])):
             return
         if include_usage:
             usage = self._usage(request, "".join(tokens), action.usage)
@@ -606,8 +607,10 @@ class FakeLLM:
         delay: float = 0.0,
         usage: dict[str, Any] | None = None,
         endpoint: str = "chat",
+        finish_reason: str = "stop",
     ) -> None:
-        """Queue a successful chat completion (streamed as ``tokens`` if the client streams)."""
+        """Queue a successful chat completion (streamed as ``tokens`` if the client streams);
+        ``finish_reason="length"`` says the token limit ended it."""
         if endpoint != "chat":
             raise ValueError("reply() only applies to the 'chat' endpoint")
         self._enqueue(
@@ -618,6 +621,7 @@ class FakeLLM:
                 tokens=list(tokens) if tokens is not None else None,
                 delay=delay,
                 usage=usage,
+                finish_reason=finish_reason,
             ),
         )
 

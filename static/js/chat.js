@@ -140,6 +140,13 @@
     article.removeAttribute("data-stream-url");
     article.removeAttribute("data-watch-url");
     const content = article.querySelector(".content");
+    // A reply that goes on after being cut short keeps its text; new text follows it.
+    let target = content;
+    if (article.hasAttribute("data-continuing")) {
+      target = document.createElement("span");
+      target.className = "continued";
+      (content.lastElementChild || content).append(target);
+    }
     const controller = new AbortController();
     let text = "";
     const stopButton = article.querySelector(".stop-button");
@@ -203,7 +210,7 @@
             clearWait();
             clearWait = function () {};
             text += payload.text;
-            content.textContent = text;
+            target.textContent = text;
             article.classList.add("status-streaming");
             scrollToEnd();
           } else if (event === "done") {

@@ -426,3 +426,36 @@ def test_a_reply_another_connection_took_first_is_shown_not_failed(page: Any, us
     expect(article.locator("strong")).to_have_text("story")
     expect(page.get_by_text("This reply is not waiting to be generated.")).to_have_count(0)
     expect(article.get_by_role("alert")).to_have_count(0)
+
+
+def test_a_cut_short_reply_says_so_and_continue_goes_on_in_the_browser(
+    page: Any, user: Any, fake_llm: FakeLLM
+) -> None:
+    sign_in(page, user)
+    page.get_by_role("button", name="Start a chat").click()
+    expect(page).to_have_url(re.compile(r"/chat/c/\d+/$"))
+    page.wait_for_load_state("domcontentloaded")
+
+    # The token limit ends the reply mid-sentence: the page says so, with Continue.
+    fake_llm.reply("Luna has a brother named Max. They", finish_reason="length")
+    box = page.get_by_label("Message")
+    box.fill("Tell me a story about Luna")
+    box.press("Enter")
+    reply = page.locator(".message-assistant").last
+    expect(reply).to_contain_text("Luna has a brother named Max. They")
+    expect(reply.locator(".cut-note")).to_have_text("Cut short")
+    expect(reply).to_have_class(re.compile(r"cut-short"))
+    screenshot(page, "chat-cut-short")
+
+    # Continue streams the rest after the text already there, and the note goes.
+    fake_llm.reply("went to the sea together.", tokens=["went", " to the sea", " together."])
+    reply.get_by_role("button", name="Continue").click()
+    expect(reply := page.locator(".message-assistant").last).to_contain_text(
+        "Luna has a brother named Max. They went to the sea together."
+    )
+    expect(reply).to_have_class(re.compile(r"status-complete"))
+    expect(reply.locator(".cut-note")).to_have_count(0)
+    saved = Message.objects.filter(role="assistant").order_by("-id").first()
+    assert saved is not None
+    assert saved.content == "Luna has a brother named Max. They went to the sea together."
+    assert saved.finish_reason == "stop"
