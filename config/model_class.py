@@ -57,11 +57,13 @@ class Decoding:
 
 # Measured on SmolLM2-135M (bench/grounding.py, one prompt): sampled at 0.7 or even 0.2 it
 # drifts off the facts it was given (52 % of replies used them at 0.2, over two runs); greedy,
-# it repeats its best reading of them (64 %; 82 % with today's small layout). At most 128
-# tokens: past its first sentences it rambles (64 measured the same). Large models keep 0.7
-# and LLM_MAX_TOKENS.
+# it repeats its best reading of them (64 %; 82 % with today's small layout). At most 256
+# tokens: at 128, 41 % of its replies were cut by the limit (bench/cutoff.py, 32 messages), at
+# 256 28 %; greedy, the first 128 tokens are the same either way, so grounding only gains. A
+# reply the limit ends is marked cut short with Continue. Large models keep 0.7 and
+# LLM_MAX_TOKENS.
 DECODING = {
-    SMALL: Decoding(temperature=0.0, max_tokens=128),
+    SMALL: Decoding(temperature=0.0, max_tokens=256),
     LARGE: Decoding(temperature=0.7),
 }
 
