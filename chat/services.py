@@ -265,17 +265,24 @@ def send_message(*, user: Any, conversation_id: int, content: str) -> tuple[Mess
     return user_message, reply
 
 
+def _latest_reply_for_update(*, user: Any, message_id: int, verb: str) -> Message:
+    """The person's reply `message_id`, locked, if it is the latest message of its conversation
+    (NotRetryable otherwise; Message.DoesNotExist when it is not theirs)."""
+    reply = (
+        Message.objects.for_user(user)
+        .select_for_update()
+        .get(pk=message_id, role=Message.Role.ASSISTANT)
+    )
+    newest = Message.objects.for_user(user).filter(conversation_id=reply.conversation_id)
+    if newest.order_by("-created_at", "-id").values_list("pk", flat=True)[0] != reply.pk:
+        raise NotRetryable(f"Only the latest reply can be {verb}.")
+    return reply
+
+
 def retry_reply(*, user: Any, message_id: int) -> Message:
     """Reopen the last reply of a conversation after it failed or was stopped."""
     with transaction.atomic():
-        reply = (
-            Message.objects.for_user(user)
-            .select_for_update()
-            .get(pk=message_id, role=Message.Role.ASSISTANT)
-        )
-        newest = Message.objects.for_user(user).filter(conversation_id=reply.conversation_id)
-        if newest.order_by("-created_at", "-id").values_list("pk", flat=True)[0] != reply.pk:
-            raise NotRetryable("Only the latest reply can be retried.")
+        reply = _latest_reply_for_update(user=user, message_id=message_id, verb="retried")
         if reply.status not in (Message.Status.FAILED, Message.Status.STOPPED):
             raise NotRetryable("This reply is not failed or stopped, so there is nothing to retry.")
         reply.status = Message.Status.PENDING
@@ -291,14 +298,7 @@ def continue_reply(*, user: Any, message_id: int) -> Message:
     It asks the model again, so it counts against the rate limit and the daily budget."""
     check_limits(user=user)
     with transaction.atomic():
-        reply = (
-            Message.objects.for_user(user)
-            .select_for_update()
-            .get(pk=message_id, role=Message.Role.ASSISTANT)
-        )
-        newest = Message.objects.for_user(user).filter(conversation_id=reply.conversation_id)
-        if newest.order_by("-created_at", "-id").values_list("pk", flat=True)[0] != reply.pk:
-            raise NotRetryable("Only the latest reply can be continued.")
+        reply = _latest_reply_for_update(user=user, message_id=message_id, verb="continued")
         if not reply.cut_short or not reply.content:
             raise NotRetryable("This reply was not cut short, so there is nothing to continue.")
         # PENDING with its text kept is what marks a continuation (a retry empties the text).
