@@ -163,8 +163,13 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # LLM tasks can take minutes on a small machine; Redis redelivers an unacknowledged task
 # only after this many seconds, so it must exceed the longest task.
+# Once that has passed, a worker puts a dead worker's task back at its next sweep: every 10 s
+# (kombu's default scans on every 10th sweep, so up to 100 s later if the scan at its start
+# came too early or found another worker's sweep running).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Queuing from a web request gives up quickly when the broker is away: the turn still ends

@@ -60,7 +60,7 @@ def _said(user: Any, text: str, *, incognito: bool = False, minutes_ago: float =
     )
 
 
-def _wait_for_run(message: Message, timeout: float = 60) -> ExtractionRun:
+def _wait_for_run(message: Message, timeout: float = 120) -> ExtractionRun:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run = ExtractionRun.objects.filter(source_message_id=message.pk).first()
@@ -75,7 +75,8 @@ def _wait_until_redeliverable(timeout: float = 30) -> None:
 
     kombu keeps each delivered, unacknowledged message in the `unacked` hash, indexed by
     delivery time in `unacked_index`; a consumer's `restore_visible` (run when a worker
-    starts, then every few seconds) puts back the ones older than its visibility timeout.
+    starts, then every 10 s: settings' unacked_restore_*) puts back the ones older than its
+    visibility timeout.
     """
     redis = get_redis_connection("default")
     deadline = time.monotonic() + timeout
